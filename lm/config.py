@@ -1,0 +1,283 @@
+"""The one configuration schema for a run: model, data, train and sample.
+
+A config is an `ml_collections.ConfigDict` built from `default_config()` and
+changed by an experiment file (`experiments/configs/*.py`, whose
+`get_config()` returns overrides on top of the defaults) and by command-line
+overrides (`--config.train.steps=200`). `validate` checks every field and
+names the bad one and its fix; unknown keys are rejected, not ignored.
+"""
+
+from __future__ import annotations
+
+import ast
+import difflib
+import importlib.util
+from pathlib import Path
+from typing import Any, Sequence
+
+import ml_collections
+
+DTYPES = ("float32", "bfloat16", "float16")
+REMAT_POLICIES = ("none", "full", "dots")
+SCHEDULES = ("cosine", "wsd", "constant")
+TOKENIZER_TYPES = ("bpe", "unigram")
+
+
+class ConfigError(ValueError):
+    """A config field has a bad value; the message names the field and the fix."""
+
+
+def default_config() -> ml_collections.ConfigDict:
+    """Every field of the schema with its default (a small model on the stdlib corpus)."""
+    c = ml_collections.ConfigDict()
+
+    c.model = ml_collections.ConfigDict()
+    m = c.model
+    m.vocab_size = 2048
+    m.d_model = 128
+    m.num_layers = 4
+    m.num_heads = 4
+    m.num_kv_heads = 4
+    m.head_dim = 0  # 0: d_model // num_heads
+    m.d_ff = 512
+    m.max_seq_len = 2048
+    m.rope_theta = 10000.0
+    m.norm_eps = 1e-5
+    m.tie_embeddings = False
+    m.init_std = 0.02
+    m.param_dtype = "float32"
+    m.compute_dtype = "float32"
+    m.remat = "none"
+
+    c.data = ml_collections.ConfigDict()
+    d = c.data
+    d.sources = ("stdlib",)  # "stdlib", files, directories, or "hf:NAME[:CONFIG]"
+    d.text_field = "text"
+    d.hf_split = "train"
+    d.heldout_fraction = 0.02
+    d.seq_len = 128
+    d.seed = 0
+    d.tokenizer_path = ""  # use this sentencepiece model instead of training one
+    d.tokenizer_type = "bpe"
+    d.tokenizer_byte_fallback = True
+    d.tokenizer_split_digits = True
+    d.tokenizer_max_sentences = 1_000_000
+
+    c.train = ml_collections.ConfigDict()
+    t = c.train
+    t.steps = 600
+    t.batch_size = 16  # global sequences per optimizer step
+    t.grad_accum = 1
+    t.lr = 3e-3
+    t.min_lr_ratio = 0.1
+    t.warmup_steps = 50
+    t.schedule = "cosine"
+    t.decay_fraction = 0.2  # wsd: fraction of steps spent decaying
+    t.weight_decay = 0.1
+    t.decay_embeddings = False
+    t.decay_norms = False
+    t.b1 = 0.9
+    t.b2 = 0.95
+    t.eps = 1e-8
+    t.clip_norm = 1.0
+    t.z_loss = 0.0
+    t.seed = 0
+    t.log_every = 1
+    t.eval_every = 100
+    t.eval_batches = 4
+    t.checkpoint_every = 100
+    t.keep_last = 2
+    t.keep_every = 0  # also keep every M-th step's checkpoint; 0 keeps none extra
+    t.async_checkpoint = True
+    t.max_bad_steps = 5
+
+    c.sample = ml_collections.ConfigDict()
+    s = c.sample
+    s.max_new_tokens = 64
+    s.temperature = 0.8
+    s.top_k = 0
+    s.top_p = 0.95
+    s.seed = 0
+    return c
+
+
+def head_dim(model: ml_collections.ConfigDict) -> int:
+    """The per-head width: `model.head_dim`, or d_model // num_heads when 0."""
+    return model.head_dim or model.d_model // model.num_heads
+
+
+def _fail(field: str, message: str) -> None:
+    raise ConfigError(f"config field '{field}': {message}")
+
+
+def _check_positive(cfg: ml_collections.ConfigDict, fields: Sequence[str]) -> None:
+    for name in fields:
+        section, key = name.split(".")
+        value = cfg[section][key]
+        if value <= 0:
+            _fail(name, f"must be positive, got {value!r}")
+
+
+def validate(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """Check every field; raise ConfigError naming the first bad one and its fix."""
+    _check_known_keys(cfg, default_config())
+    m, d, t, s = cfg.model, cfg.data, cfg.train, cfg.sample
+    _check_positive(cfg, [
+        "model.vocab_size", "model.d_model", "model.num_layers", "model.num_heads",
+        "model.num_kv_heads", "model.d_ff", "model.max_seq_len", "model.rope_theta",
+        "model.norm_eps", "model.init_std", "data.seq_len", "train.steps",
+        "train.batch_size", "train.grad_accum", "train.lr", "train.log_every",
+        "train.eval_every", "train.eval_batches", "train.checkpoint_every",
+        "train.keep_last", "train.max_bad_steps", "sample.max_new_tokens",
+    ])
+    if m.head_dim == 0 and m.d_model % m.num_heads:
+        _fail("model.num_heads", f"{m.num_heads} heads do not divide d_model={m.d_model}; "
+              "choose a divisor of d_model or set model.head_dim explicitly")
+    if m.head_dim < 0:
+        _fail("model.head_dim", f"must be >= 0 (0 means d_model // num_heads), got {m.head_dim}")
+    if head_dim(m) % 2:
+        _fail("model.head_dim", f"rotary embeddings need an even head_dim, got {head_dim(m)}")
+    if m.num_heads % m.num_kv_heads:
+        _fail("model.num_kv_heads", f"{m.num_kv_heads} kv heads do not divide num_heads="
+              f"{m.num_heads}; use a divisor of num_heads (num_heads for MHA, 1 for MQA)")
+    if d.seq_len > m.max_seq_len:
+        _fail("data.seq_len", f"{d.seq_len} is larger than model.max_seq_len={m.max_seq_len}; "
+              "lower data.seq_len or raise model.max_seq_len")
+    for name, value, choices in [
+        ("model.param_dtype", m.param_dtype, DTYPES),
+        ("model.compute_dtype", m.compute_dtype, DTYPES),
+        ("model.remat", m.remat, REMAT_POLICIES),
+        ("train.schedule", t.schedule, SCHEDULES),
+        ("data.tokenizer_type", d.tokenizer_type, TOKENIZER_TYPES),
+    ]:
+        if value not in choices:
+            _fail(name, f"{value!r} is not one of {', '.join(choices)}")
+    if not d.sources:
+        _fail("data.sources", "is empty; give 'stdlib', files, directories or 'hf:NAME'")
+    if not 0.0 < d.heldout_fraction < 1.0:
+        _fail("data.heldout_fraction", f"must be in (0, 1), got {d.heldout_fraction}")
+    if t.batch_size % t.grad_accum:
+        _fail("train.grad_accum", f"{t.grad_accum} does not divide train.batch_size="
+              f"{t.batch_size}; the batch is split into grad_accum microbatches")
+    if t.warmup_steps < 0 or t.warmup_steps > t.steps:
+        _fail("train.warmup_steps", f"must be in [0, train.steps={t.steps}], got {t.warmup_steps}")
+    if not 0.0 <= t.min_lr_ratio <= 1.0:
+        _fail("train.min_lr_ratio", f"must be in [0, 1], got {t.min_lr_ratio}")
+    if not 0.0 < t.decay_fraction <= 1.0:
+        _fail("train.decay_fraction", f"must be in (0, 1], got {t.decay_fraction}")
+    for name in ("weight_decay", "z_loss", "clip_norm", "keep_every"):
+        if t[name] < 0:
+            _fail(f"train.{name}", f"must be >= 0, got {t[name]}")
+    if s.temperature < 0:
+        _fail("sample.temperature", f"must be >= 0 (0 is greedy), got {s.temperature}")
+    if s.top_k < 0:
+        _fail("sample.top_k", f"must be >= 0 (0 disables top-k), got {s.top_k}")
+    if not 0.0 < s.top_p <= 1.0:
+        _fail("sample.top_p", f"must be in (0, 1], got {s.top_p}")
+    return cfg
+
+
+def _check_known_keys(cfg: ml_collections.ConfigDict, schema: ml_collections.ConfigDict,
+                      prefix: str = "") -> None:
+    for key in cfg.keys():
+        path = f"{prefix}{key}"
+        if key not in schema:
+            near = difflib.get_close_matches(key, list(schema.keys()), n=1)
+            hint = f"; did you mean '{prefix}{near[0]}'?" if near else ""
+            _fail(path, f"unknown key{hint}")
+        if isinstance(schema[key], ml_collections.ConfigDict):
+            if not isinstance(cfg[key], ml_collections.ConfigDict):
+                _fail(path, "must be a section, not a value")
+            _check_known_keys(cfg[key], schema[key], prefix=f"{path}.")
+
+
+def merge(base: ml_collections.ConfigDict, overrides: dict[str, Any],
+          prefix: str = "") -> ml_collections.ConfigDict:
+    """Apply a nested dict of overrides onto `base`, rejecting unknown keys."""
+    for key, value in overrides.items():
+        path = f"{prefix}{key}"
+        if key not in base:
+            near = difflib.get_close_matches(key, list(base.keys()), n=1)
+            hint = f"; did you mean '{prefix}{near[0]}'?" if near else ""
+            _fail(path, f"unknown key{hint}")
+        if isinstance(base[key], ml_collections.ConfigDict):
+            if not isinstance(value, (dict, ml_collections.ConfigDict)):
+                _fail(path, "is a section; override its fields instead")
+            merge(base[key], dict(value), prefix=f"{path}.")
+        else:
+            base[key] = _coerce(path, base[key], value)
+    return base
+
+
+def _coerce(path: str, current: Any, value: Any) -> Any:
+    if isinstance(current, bool):
+        if isinstance(value, bool):
+            return value
+        _fail(path, f"expects true/false, got {value!r}")
+    if isinstance(current, int) and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(current, float) and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(current, str) and isinstance(value, str):
+        return value
+    if isinstance(current, tuple) and isinstance(value, (tuple, list, str)):
+        return (value,) if isinstance(value, str) else tuple(value)
+    _fail(path, f"expects a {type(current).__name__}, got {value!r} ({type(value).__name__})")
+
+
+def parse_override(arg: str) -> tuple[list[str], Any]:
+    """Parse `config.a.b=value` (the leading `--` already removed) into a key path and value."""
+    if "=" not in arg:
+        raise ConfigError(f"override '{arg}' has no '='; write --config.section.field=value")
+    key, raw = arg.split("=", 1)
+    parts = key.split(".")
+    if parts[0] != "config" or len(parts) < 3:
+        raise ConfigError(f"override '{arg}' must look like --config.section.field=value")
+    lowered = raw.strip().lower()
+    if lowered in ("true", "false"):
+        return parts[1:], lowered == "true"
+    try:
+        value = ast.literal_eval(raw)
+    except (ValueError, SyntaxError):
+        value = raw  # a bare string
+    return parts[1:], value
+
+
+def load_config(path: str | Path | None, overrides: Sequence[str] = ()) -> ml_collections.ConfigDict:
+    """Defaults, then the experiment file's `get_config()`, then CLI overrides; validated."""
+    cfg = default_config()
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist")
+        spec = importlib.util.spec_from_file_location(f"lm_experiment_{path.stem}", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        if not hasattr(module, "get_config"):
+            raise ConfigError(f"config file {path} defines no get_config()")
+        merge(cfg, _to_dict(module.get_config()))
+    for arg in overrides:
+        keys, value = parse_override(arg.removeprefix("--"))
+        nested: dict[str, Any] = {keys[-1]: value}
+        for key in reversed(keys[:-1]):
+            nested = {key: nested}
+        merge(cfg, nested)
+    return validate(cfg)
+
+
+def _to_dict(value: Any) -> Any:
+    if isinstance(value, ml_collections.ConfigDict):
+        return value.to_dict()
+    if not isinstance(value, dict):
+        raise ConfigError(f"get_config() must return a dict or ConfigDict, got {type(value).__name__}")
+    return value
+
+
+def to_json_dict(cfg: ml_collections.ConfigDict) -> dict[str, Any]:
+    """A plain, JSON-serialisable copy of the config (tuples become lists)."""
+    return cfg.to_dict()
+
+
+def from_json_dict(data: dict[str, Any]) -> ml_collections.ConfigDict:
+    """Rebuild and validate a config saved with `to_json_dict`."""
+    return validate(merge(default_config(), data))

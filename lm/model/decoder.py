@@ -1,0 +1,104 @@
+"""The LLaMA-style decoder: embeddings, a scanned stack of pre-norm blocks, final norm, head."""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+from flax import nnx
+
+from lm.config import head_dim
+from lm.model.layers import MLP, Attention, KVCache, RMSNorm, logical_param
+from lm.model.sharding import constrain
+
+REMAT_POLICIES = {
+    "full": jax.checkpoint_policies.nothing_saveable,
+    # Keep the projection matmuls, recompute attention and elementwise work.
+    "dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+}
+
+
+class Block(nnx.Module):
+    """One pre-norm transformer block: x + attn(norm(x)), then x + mlp(norm(x))."""
+
+    def __init__(self, m: ml_collections.ConfigDict, *, rngs: nnx.Rngs):
+        pdt, cdt = jnp.dtype(m.param_dtype), jnp.dtype(m.compute_dtype)
+        out_std = m.init_std / math.sqrt(2 * m.num_layers)
+        self.attn_norm = RMSNorm(m.d_model, eps=m.norm_eps, param_dtype=pdt)
+        self.attn = Attention(d_model=m.d_model, num_heads=m.num_heads, num_kv_heads=m.num_kv_heads,
+                              head_dim=head_dim(m), rope_theta=m.rope_theta, init_std=m.init_std,
+                              out_std=out_std, param_dtype=pdt, compute_dtype=cdt, rngs=rngs)
+        self.mlp_norm = RMSNorm(m.d_model, eps=m.norm_eps, param_dtype=pdt)
+        self.mlp = MLP(d_model=m.d_model, d_ff=m.d_ff, init_std=m.init_std, out_std=out_std,
+                       param_dtype=pdt, compute_dtype=cdt, rngs=rngs)
+
+    def __call__(self, x_BxLxD: jax.Array, positions_BxL: jax.Array, segment_ids_BxL: jax.Array,
+                 cache: KVCache | None = None) -> tuple[jax.Array, KVCache | None]:
+        h, cache = self.attn(self.attn_norm(x_BxLxD), positions_BxL, segment_ids_BxL, cache)
+        x_BxLxD = constrain(x_BxLxD + h, ("batch", "seq", "embed"))
+        x_BxLxD = x_BxLxD + self.mlp(self.mlp_norm(x_BxLxD))
+        return constrain(x_BxLxD, ("batch", "seq", "embed")), cache
+
+
+class Decoder(nnx.Module):
+    """Decoder-only transformer; blocks are stacked on a leading `layers` axis and scanned."""
+
+    def __init__(self, m: ml_collections.ConfigDict, *, rngs: nnx.Rngs):
+        pdt = jnp.dtype(m.param_dtype)
+        self.compute_dtype = jnp.dtype(m.compute_dtype)
+        self.remat = m.remat
+        init = nnx.initializers.normal(m.init_std)
+        self.embed = logical_param(rngs, init, (m.vocab_size, m.d_model), ("vocab", "embed"), pdt)
+
+        @nnx.split_rngs(splits=m.num_layers)
+        @nnx.vmap(in_axes=(0,), out_axes=0, transform_metadata={nnx.PARTITION_NAME: "layers"})
+        def stacked_blocks(rngs: nnx.Rngs) -> Block:
+            return Block(m, rngs=rngs)
+
+        self.blocks = stacked_blocks(rngs)
+        self.final_norm = RMSNorm(m.d_model, eps=m.norm_eps, param_dtype=pdt)
+        self.head = (None if m.tie_embeddings else
+                     logical_param(rngs, init, (m.d_model, m.vocab_size), ("embed", "vocab"), pdt))
+
+    def __call__(self, tokens_BxL: jax.Array, positions_BxL: jax.Array,
+                 segment_ids_BxL: jax.Array) -> jax.Array:
+        """Float32 logits [B, L, vocab] for packed sequences (segment 0 is padding)."""
+        logits, _ = self._forward(tokens_BxL, positions_BxL, segment_ids_BxL, None)
+        return logits
+
+    def decode(self, tokens_BxL: jax.Array, positions_BxL: jax.Array,
+               cache: KVCache) -> tuple[jax.Array, KVCache]:
+        """Logits for new tokens at absolute `positions`, attending to and extending `cache`.
+
+        `cache` holds every layer stacked on a leading axis (see `init_cache`).
+        """
+        segment_ids_BxL = jnp.ones_like(tokens_BxL)
+        return self._forward(tokens_BxL, positions_BxL, segment_ids_BxL, cache)
+
+    def init_cache(self, batch: int, max_len: int) -> KVCache:
+        """An empty KV cache for `batch` sequences of up to `max_len` tokens."""
+        wk = self.blocks.attn.wk
+        layers, _, kv_heads, dim = wk.shape
+        zeros = jnp.zeros((layers, batch, max_len, kv_heads, dim), self.compute_dtype)
+        return KVCache(zeros, zeros, jnp.zeros((layers,), jnp.int32))
+
+    def _forward(self, tokens_BxL, positions_BxL, segment_ids_BxL, cache):
+        dt = self.compute_dtype
+        x_BxLxD = jnp.take(self.embed[...].astype(dt), tokens_BxL, axis=0)
+        x_BxLxD = constrain(x_BxLxD, ("batch", "seq", "embed"))
+        block_def, block_state = nnx.split(self.blocks)
+
+        def layer(x, layer_inputs):
+            state, layer_cache = layer_inputs
+            return nnx.merge(block_def, state)(x, positions_BxL, segment_ids_BxL, layer_cache)
+
+        if self.remat != "none":
+            layer = jax.checkpoint(layer, policy=REMAT_POLICIES[self.remat], prevent_cse=False)
+        x_BxLxD, cache = jax.lax.scan(layer, x_BxLxD, (block_state, cache))
+        x_BxLxD = self.final_norm(x_BxLxD)
+        head_DxV = self.embed[...].T if self.head is None else self.head[...]
+        logits = jnp.einsum("bld,dv->blv", x_BxLxD, head_DxV.astype(dt),
+                            preferred_element_type=jnp.float32)
+        return constrain(logits, ("batch", "seq", "vocab")), cache

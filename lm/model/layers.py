@@ -1,0 +1,143 @@
+"""Decoder building blocks: RMSNorm, rotary embeddings, grouped-query attention, SwiGLU MLP.
+
+Shapes are in the names: B batch, L query length, S key length, D d_model,
+H query heads, G query heads per kv head, KV kv heads, K head_dim, F d_ff.
+Parameters are stored in `param_dtype` and cast to `compute_dtype` where they
+are used; norms, softmax and the loss run in float32.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from lm.model.sharding import constrain
+
+Initializer = Callable[..., jax.Array]
+
+
+def logical_param(rngs: nnx.Rngs, init: Initializer, shape: tuple[int, ...],
+                  names: tuple[str, ...], dtype: jnp.dtype) -> nnx.Param:
+    """A parameter carrying logical axis names (placed on devices by lm.parallel, not here)."""
+    return nnx.Param(init(rngs.params(), shape, dtype), sharding_names=names, eager_sharding=False)
+
+
+class RMSNorm(nnx.Module):
+    """Root-mean-square norm with a learned scale, computed in float32."""
+
+    def __init__(self, dim: int, *, eps: float, param_dtype: jnp.dtype):
+        self.scale = nnx.Param(jnp.ones((dim,), param_dtype), sharding_names=("embed",),
+                               eager_sharding=False)
+        self.eps = eps
+
+    def __call__(self, x_BxLxD: jax.Array) -> jax.Array:
+        x32 = x_BxLxD.astype(jnp.float32)
+        y = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + self.eps)
+        return (y * self.scale[...].astype(jnp.float32)).astype(x_BxLxD.dtype)
+
+
+def apply_rope(x_BxLxHxK: jax.Array, positions_BxL: jax.Array, theta: float) -> jax.Array:
+    """Rotary position embedding, rotate-half layout (first half pairs with second half)."""
+    half = x_BxLxHxK.shape[-1] // 2
+    inv_freq = theta ** (-jnp.arange(half, dtype=jnp.float32) / half)
+    angle_BxLx1xK2 = positions_BxL.astype(jnp.float32)[:, :, None, None] * inv_freq
+    sin, cos = jnp.sin(angle_BxLx1xK2), jnp.cos(angle_BxLx1xK2)
+    x = x_BxLxHxK.astype(jnp.float32)
+    x1, x2 = x[..., :half], x[..., half:]
+    rotated = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
+    return rotated.astype(x_BxLxHxK.dtype)
+
+
+def attention_mask(segment_ids_BxL: jax.Array) -> jax.Array:
+    """Causal mask within packed segments: query i sees key j iff j <= i and same segment."""
+    length = segment_ids_BxL.shape[1]
+    causal_LxS = jnp.tril(jnp.ones((length, length), dtype=bool))
+    same_BxLxS = segment_ids_BxL[:, :, None] == segment_ids_BxL[:, None, :]
+    return causal_LxS[None] & same_BxLxS
+
+
+def attend(q_BxLxHxK: jax.Array, k_BxSxKVxK: jax.Array, v_BxSxKVxK: jax.Array,
+           mask_BxLxS: jax.Array) -> jax.Array:
+    """Softmax attention with grouped-query heads; logits and softmax in float32."""
+    b, length, heads, dim = q_BxLxHxK.shape
+    kv_heads = k_BxSxKVxK.shape[2]
+    q_BxLxKVxGxK = q_BxLxHxK.reshape(b, length, kv_heads, heads // kv_heads, dim)
+    logits = jnp.einsum("blkgd,bskd->bkgls", q_BxLxKVxGxK, k_BxSxKVxK,
+                        preferred_element_type=jnp.float32) / math.sqrt(dim)
+    logits = jnp.where(mask_BxLxS[:, None, None], logits, jnp.finfo(jnp.float32).min)
+    probs = jax.nn.softmax(logits, axis=-1).astype(v_BxSxKVxK.dtype)
+    out = jnp.einsum("bkgls,bskd->blkgd", probs, v_BxSxKVxK)
+    return out.reshape(b, length, heads, dim)
+
+
+class KVCache(NamedTuple):
+    """Keys and values of one layer for decoding; `index` is the next free slot."""
+
+    k_BxSxKVxK: jax.Array
+    v_BxSxKVxK: jax.Array
+    index: jax.Array
+
+
+class Attention(nnx.Module):
+    """Multi-head attention with `num_kv_heads` grouped key/value heads and RoPE."""
+
+    def __init__(self, *, d_model: int, num_heads: int, num_kv_heads: int, head_dim: int,
+                 rope_theta: float, init_std: float, out_std: float,
+                 param_dtype: jnp.dtype, compute_dtype: jnp.dtype, rngs: nnx.Rngs):
+        init, out_init = nnx.initializers.normal(init_std), nnx.initializers.normal(out_std)
+        d, h, kv, k = d_model, num_heads, num_kv_heads, head_dim
+        self.wq = logical_param(rngs, init, (d, h, k), ("embed", "heads", "head_dim"), param_dtype)
+        self.wk = logical_param(rngs, init, (d, kv, k), ("embed", "kv_heads", "head_dim"), param_dtype)
+        self.wv = logical_param(rngs, init, (d, kv, k), ("embed", "kv_heads", "head_dim"), param_dtype)
+        self.wo = logical_param(rngs, out_init, (h, k, d), ("heads", "head_dim", "embed"), param_dtype)
+        self.rope_theta = rope_theta
+        self.compute_dtype = compute_dtype
+
+    def __call__(self, x_BxLxD: jax.Array, positions_BxL: jax.Array, segment_ids_BxL: jax.Array,
+                 cache: KVCache | None = None) -> tuple[jax.Array, KVCache | None]:
+        dt = self.compute_dtype
+        q = jnp.einsum("bld,dhk->blhk", x_BxLxD, self.wq[...].astype(dt))
+        k = jnp.einsum("bld,dhk->blhk", x_BxLxD, self.wk[...].astype(dt))
+        v = jnp.einsum("bld,dhk->blhk", x_BxLxD, self.wv[...].astype(dt))
+        q = constrain(apply_rope(q, positions_BxL, self.rope_theta), ("batch", "seq", "heads", "head_dim"))
+        k = constrain(apply_rope(k, positions_BxL, self.rope_theta), ("batch", "seq", "kv_heads", "head_dim"))
+        v = constrain(v, ("batch", "seq", "kv_heads", "head_dim"))
+        if cache is None:
+            out = attend(q, k, v, attention_mask(segment_ids_BxL))
+        else:
+            cache = self._update_cache(cache, k, v)
+            key_pos_S = jnp.arange(cache.k_BxSxKVxK.shape[1])
+            mask_BxLxS = key_pos_S[None, None, :] <= positions_BxL[:, :, None]
+            out = attend(q, cache.k_BxSxKVxK, cache.v_BxSxKVxK, mask_BxLxS)
+        y = jnp.einsum("blhk,hkd->bld", out, self.wo[...].astype(dt))
+        return y, cache
+
+    @staticmethod
+    def _update_cache(cache: KVCache, k: jax.Array, v: jax.Array) -> KVCache:
+        start = (0, cache.index, 0, 0)
+        return KVCache(jax.lax.dynamic_update_slice(cache.k_BxSxKVxK, k.astype(cache.k_BxSxKVxK.dtype), start),
+                       jax.lax.dynamic_update_slice(cache.v_BxSxKVxK, v.astype(cache.v_BxSxKVxK.dtype), start),
+                       cache.index + k.shape[1])
+
+
+class MLP(nnx.Module):
+    """SwiGLU feed-forward: down(silu(x W_gate) * (x W_up))."""
+
+    def __init__(self, *, d_model: int, d_ff: int, init_std: float, out_std: float,
+                 param_dtype: jnp.dtype, compute_dtype: jnp.dtype, rngs: nnx.Rngs):
+        init, out_init = nnx.initializers.normal(init_std), nnx.initializers.normal(out_std)
+        self.w_gate = logical_param(rngs, init, (d_model, d_ff), ("embed", "mlp"), param_dtype)
+        self.w_up = logical_param(rngs, init, (d_model, d_ff), ("embed", "mlp"), param_dtype)
+        self.w_down = logical_param(rngs, out_init, (d_ff, d_model), ("mlp", "embed"), param_dtype)
+        self.compute_dtype = compute_dtype
+
+    def __call__(self, x_BxLxD: jax.Array) -> jax.Array:
+        dt = self.compute_dtype
+        gate_BxLxF = jnp.einsum("bld,df->blf", x_BxLxD, self.w_gate[...].astype(dt))
+        up_BxLxF = jnp.einsum("bld,df->blf", x_BxLxD, self.w_up[...].astype(dt))
+        h_BxLxF = constrain(jax.nn.silu(gate_BxLxF) * up_BxLxF, ("batch", "seq", "mlp"))
+        return jnp.einsum("blf,fd->bld", h_BxLxF, self.w_down[...].astype(dt))

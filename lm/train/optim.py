@@ -1,0 +1,53 @@
+"""The optimizer: AdamW with a weight-decay mask, learning-rate schedules, clipping."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import ml_collections
+import optax
+
+
+def lr_schedule(t: ml_collections.ConfigDict) -> optax.Schedule:
+    """Linear warmup to `t.lr`, then cosine or warmup-stable-decay (WSD) to `lr * min_lr_ratio`.
+
+    WSD holds the peak rate and decays linearly over the last `decay_fraction` of steps.
+    """
+    floor = t.lr * t.min_lr_ratio
+    warmup = optax.linear_schedule(0.0, t.lr, max(t.warmup_steps, 1))
+    rest = t.steps - t.warmup_steps
+    if t.schedule == "cosine":
+        after = optax.cosine_decay_schedule(t.lr, max(rest, 1), alpha=t.min_lr_ratio)
+    elif t.schedule == "wsd":
+        decay_steps = max(int(round(t.steps * t.decay_fraction)), 1)
+        stable = max(rest - decay_steps, 0)
+        after = optax.join_schedules(
+            [optax.constant_schedule(t.lr), optax.linear_schedule(t.lr, floor, decay_steps)],
+            [stable])
+    else:
+        after = optax.constant_schedule(t.lr)
+    return optax.join_schedules([warmup, after], [t.warmup_steps])
+
+
+def weight_decay_mask(params: Any, t: ml_collections.ConfigDict) -> Any:
+    """True where weight decay applies: matrices, and embeddings/norms only if configured."""
+
+    def decays(path: tuple, _leaf: Any) -> bool:
+        names = [str(getattr(p, "key", p)) for p in path]
+        if names[0] == "embed":
+            return t.decay_embeddings
+        if any(name.endswith("norm") for name in names):
+            return t.decay_norms
+        return True
+
+    return jax.tree_util.tree_map_with_path(decays, params)
+
+
+def make_optimizer(t: ml_collections.ConfigDict, params: Any) -> optax.GradientTransformation:
+    """Global-norm clipping, then AdamW on the schedule with the decay mask."""
+    adamw = optax.adamw(lr_schedule(t), b1=t.b1, b2=t.b2, eps=t.eps,
+                        weight_decay=t.weight_decay, mask=weight_decay_mask(params, t))
+    if t.clip_norm > 0:
+        return optax.chain(optax.clip_by_global_norm(t.clip_norm), adamw)
+    return adamw

@@ -1,0 +1,85 @@
+"""The jitted train and eval steps on pure pytrees.
+
+The train state is a dict `{"step", "params", "opt_state"}` of arrays, so
+jit, sharding and orbax see plain pytrees; the model is rebuilt from its
+graph definition inside the step (a trace-time cost only).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+
+from lm.train.loss import cross_entropy_sums
+
+Batch = dict[str, jax.Array]
+TrainState = dict[str, Any]
+
+
+def init_train_state(params: Any, optimizer: optax.GradientTransformation) -> TrainState:
+    return {"step": jnp.zeros((), jnp.int32), "params": params,
+            "opt_state": optimizer.init(params)}
+
+
+def batch_loss_sums(graphdef: nnx.GraphDef, params: Any, batch: Batch) -> dict[str, jax.Array]:
+    """Loss sums of one (micro)batch; padding (segment id 0) carries no loss."""
+    model = nnx.merge(graphdef, params)
+    logits = model(batch["inputs"], batch["positions"], batch["segment_ids"])
+    return cross_entropy_sums(logits, batch["targets"], batch["segment_ids"] > 0)
+
+
+def make_train_step(graphdef: nnx.GraphDef, optimizer: optax.GradientTransformation, *,
+                    grad_accum: int, z_loss: float) -> Callable[[TrainState, Batch], tuple[TrainState, dict]]:
+    """A train step: gradient accumulation over `grad_accum` microbatches, a NaN/Inf
+    guard that skips the update (state unchanged, `finite` = 0), then AdamW."""
+
+    def objective(params, microbatch):
+        sums = batch_loss_sums(graphdef, params, microbatch)
+        return sums["nll"] + z_loss * sums["log_z_sq"], sums
+
+    grad_fn = jax.grad(objective, has_aux=True)
+
+    def step(state: TrainState, batch: Batch) -> tuple[TrainState, dict]:
+        params = state["params"]
+        micro = jax.tree.map(lambda x: x.reshape(grad_accum, -1, *x.shape[1:]), batch)
+
+        def accumulate(carry, microbatch):
+            grads, sums = grad_fn(params, microbatch)
+            return jax.tree.map(jnp.add, carry, (grads, sums)), None
+
+        zero = (jax.tree.map(jnp.zeros_like, params),
+                {"nll": jnp.zeros(()), "log_z_sq": jnp.zeros(()), "tokens": jnp.zeros(())})
+        (grads, sums), _ = jax.lax.scan(accumulate, zero, micro)
+        tokens = jnp.maximum(sums["tokens"], 1.0)
+        grads = jax.tree.map(lambda g: g / tokens, grads)
+        loss = sums["nll"] / tokens
+        grad_norm = optax.global_norm(grads)
+        finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+
+        updates, new_opt_state = optimizer.update(grads, state["opt_state"], params)
+        new_params = optax.apply_updates(params, updates)
+        keep = lambda new, old: jnp.where(finite, new, old)
+        new_state = {
+            "step": state["step"] + 1,
+            "params": jax.tree.map(keep, new_params, params),
+            "opt_state": jax.tree.map(keep, new_opt_state, state["opt_state"]),
+        }
+        metrics = {"loss": loss, "z_loss": z_loss * sums["log_z_sq"] / tokens,
+                   "grad_norm": grad_norm, "tokens": sums["tokens"],
+                   "finite": finite.astype(jnp.int32)}
+        return new_state, metrics
+
+    return step
+
+
+def make_eval_step(graphdef: nnx.GraphDef) -> Callable[[Any, Batch], dict[str, jax.Array]]:
+    """Loss sums of a held-out batch; add them over batches, then divide by tokens."""
+
+    def step(params: Any, batch: Batch) -> dict[str, jax.Array]:
+        return batch_loss_sums(graphdef, params, batch)
+
+    return step
