@@ -17,7 +17,7 @@ from typing import Any, Sequence
 
 import ml_collections
 
-DTYPES = ("float32", "bfloat16", "float16")
+DTYPES = ("float32", "bfloat16")
 REMAT_POLICIES = ("none", "full", "dots")
 SCHEDULES = ("cosine", "wsd", "constant")
 TOKENIZER_TYPES = ("bpe", "unigram")

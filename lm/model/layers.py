@@ -23,14 +23,14 @@ Initializer = Callable[..., jax.Array]
 def logical_param(rngs: nnx.Rngs, init: Initializer, shape: tuple[int, ...],
                   names: tuple[str, ...], dtype: jnp.dtype) -> nnx.Param:
     """A parameter carrying logical axis names (placed on devices by lm.parallel, not here)."""
-    return nnx.Param(init(rngs.params(), shape, dtype), sharding_names=names, eager_sharding=False)
+    return nnx.Param(init(rngs.params(), shape, dtype), out_sharding=names, eager_sharding=False)
 
 
 class RMSNorm(nnx.Module):
     """Root-mean-square norm with a learned scale, computed in float32."""
 
     def __init__(self, dim: int, *, eps: float, param_dtype: jnp.dtype):
-        self.scale = nnx.Param(jnp.ones((dim,), param_dtype), sharding_names=("embed",),
+        self.scale = nnx.Param(jnp.ones((dim,), param_dtype), out_sharding=("embed",),
                                eager_sharding=False)
         self.eps = eps
 

@@ -1,0 +1,131 @@
+"""The `lm` command: train, sample and quickstart.
+
+    lm train --config experiments/configs/tiny.py --config.train.steps=200 --workdir runs/x
+    lm sample --workdir runs/x --prompt "def " --max-new-tokens 64
+    lm quickstart [--workdir runs/quickstart] [--config.train.steps=...]
+
+Bad input exits non-zero with one line naming the field or file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from lm.config import ConfigError, from_json_dict, load_config
+
+
+def _split_overrides(argv: Sequence[str]) -> tuple[list[str], list[str]]:
+    overrides = [a for a in argv if a.startswith("--config.")]
+    return [a for a in argv if not a.startswith("--config.")], overrides
+
+
+def _train(args: argparse.Namespace, overrides: list[str]) -> None:
+    from lm.train.loop import train
+
+    cfg = load_config(args.config, overrides)
+    summary = train(cfg, Path(args.workdir))
+    print(json.dumps(summary))
+
+
+def _sample(args: argparse.Namespace, overrides: list[str]) -> None:
+    import jax
+    import jax.numpy as jnp
+
+    from lm.data.tokenizer import Tokenizer
+    from lm.sample import generate
+    from lm.train.loop import load_params
+
+    workdir = Path(args.workdir)
+    config_path = workdir / "config.json"
+    if not config_path.exists():
+        raise FileNotFoundError(f"{config_path} does not exist; is {workdir} a run's workdir?")
+    cfg = from_json_dict(json.loads(config_path.read_text()))
+    s = cfg.sample
+    graphdef, params, step = load_params(workdir, cfg)
+    tokenizer = Tokenizer.load(Path(cfg.data.tokenizer_path) if cfg.data.tokenizer_path
+                               else workdir / "tokenizer" / "tokenizer.model")
+    prompt = [tokenizer.bos_id] + tokenizer.encode(args.prompt)
+    max_new = args.max_new_tokens or s.max_new_tokens
+    if len(prompt) + max_new > cfg.model.max_seq_len:
+        raise ConfigError(f"prompt ({len(prompt)} tokens) plus --max-new-tokens {max_new} exceeds "
+                          f"model.max_seq_len={cfg.model.max_seq_len}")
+    prompt_BxP = jnp.asarray([prompt] * args.num_samples, jnp.int32)
+    temperature = s.temperature if args.temperature is None else args.temperature
+    tokens = generate(graphdef, params, prompt_BxP, jax.random.key(args.seed),
+                      max_new_tokens=max_new, temperature=temperature,
+                      top_k=s.top_k if args.top_k is None else args.top_k,
+                      top_p=s.top_p if args.top_p is None else args.top_p)
+    for row in jax.device_get(tokens).tolist():
+        if tokenizer.eos_id in row:
+            row = row[:row.index(tokenizer.eos_id)]
+        print(f"--- sample (step {step}) ---\n{args.prompt}{tokenizer.decode(row)}")
+
+
+def _quickstart(args: argparse.Namespace, overrides: list[str]) -> None:
+    args.config = None
+    _train(args, overrides)
+    print(f"\nloss plot: {Path(args.workdir) / 'loss.png'}")
+    args.prompt, args.max_new_tokens, args.num_samples = "def ", 96, 1
+    args.temperature = args.top_k = args.top_p = None
+    args.seed = 0
+    _sample(args, [])
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lm", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    train = commands.add_parser("train", help="train or resume a run (config + workdir)")
+    train.add_argument("--config", help="experiment file with get_config(); defaults if omitted")
+    train.add_argument("--workdir", required=True, help="run directory; rerunning resumes")
+    train.set_defaults(run=_train)
+
+    sample = commands.add_parser("sample", help="generate text from a run's newest checkpoint")
+    sample.add_argument("--workdir", required=True)
+    sample.add_argument("--prompt", default="")
+    sample.add_argument("--max-new-tokens", type=int, default=0)
+    sample.add_argument("--num-samples", type=int, default=1)
+    sample.add_argument("--temperature", type=float)
+    sample.add_argument("--top-k", type=int)
+    sample.add_argument("--top-p", type=float)
+    sample.add_argument("--seed", type=int, default=0)
+    sample.set_defaults(run=_sample)
+
+    quick = commands.add_parser("quickstart", help="train the default model on the Python "
+                                "standard library's source (offline, CPU), then sample")
+    quick.add_argument("--workdir", default="runs/quickstart")
+    quick.set_defaults(run=_quickstart)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    rest, overrides = _split_overrides(argv)
+    args = build_parser().parse_args(rest)
+    if overrides and args.command == "sample":
+        print("lm sample: --config.* overrides are not accepted; the run's config is used",
+              file=sys.stderr)
+        return 2
+    try:
+        args.run(args, overrides)
+    except (ConfigError, FileNotFoundError) as err:
+        print(f"lm {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except Exception as err:  # a named, one-line message for data, checkpoint and divergence errors
+        from lm.data.read import DataError
+        from lm.train.checkpoint import CheckpointError
+        from lm.train.loop import TrainingDiverged
+        if isinstance(err, (DataError, CheckpointError, TrainingDiverged)):
+            print(f"lm {args.command}: error: {err}", file=sys.stderr)
+            return 1
+        raise
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,171 @@
+"""The training loop: a run is a config plus a workdir, and rerunning it resumes.
+
+`train(cfg, workdir)` builds the data (or reuses it), restores the newest
+complete checkpoint if there is one, and trains to `train.steps`, logging
+every step and evaluating and checkpointing periodically.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from flax import nnx
+
+from lm import config as config_lib
+from lm.data.build import RunData, build_run_data
+from lm.data.loader import eval_batches, train_iterator
+from lm.model.decoder import Decoder
+from lm.plots import plot_loss
+from lm.scaling.counts import mfu_flops_per_token, param_counts
+from lm.train.checkpoint import Checkpointer
+from lm.train.metrics import MetricsLogger
+from lm.train.optim import lr_schedule, make_optimizer
+from lm.train.peak import mfu, peak_flops_per_device
+from lm.train.step import init_train_state, make_eval_step, make_train_step
+
+
+class TrainingDiverged(RuntimeError):
+    """Too many consecutive steps had a non-finite loss or gradient."""
+
+
+def check_workdir_config(cfg: ml_collections.ConfigDict, workdir: Path) -> None:
+    """Record the config in a new workdir; in an existing one, refuse a changed model or data."""
+    path = workdir / "config.json"
+    current = config_lib.to_json_dict(cfg)
+    if not path.exists():
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(current, indent=2))
+        tmp.replace(path)
+        return
+    saved = json.loads(path.read_text())
+    for section in ("model", "data"):
+        for key, value in current[section].items():
+            old = saved.get(section, {}).get(key)
+            if _plain(old) != _plain(value):
+                raise config_lib.ConfigError(
+                    f"config field '{section}.{key}' is {value!r} but the run in {workdir} was "
+                    f"started with {old!r}; use a new --workdir or the original value")
+
+
+def _plain(value: Any) -> Any:
+    return list(value) if isinstance(value, (list, tuple)) else value
+
+
+def build_model(m: ml_collections.ConfigDict, seed: int) -> tuple[nnx.GraphDef, Any]:
+    """The model's graph definition and freshly initialised parameters (a pure dict)."""
+    graphdef, _ = nnx.split(nnx.eval_shape(lambda: Decoder(m, rngs=nnx.Rngs(seed))))
+
+    @jax.jit
+    def init() -> Any:
+        return nnx.state(Decoder(m, rngs=nnx.Rngs(seed))).to_pure_dict()
+
+    return graphdef, init()
+
+
+def load_params(workdir: Path, cfg: ml_collections.ConfigDict) -> tuple[nnx.GraphDef, Any, int]:
+    """The newest checkpoint's parameters of the run in `workdir` (for sampling)."""
+    graphdef, params = build_model(cfg.model, cfg.train.seed)
+    optimizer = make_optimizer(cfg.train, params)
+    abstract = jax.eval_shape(lambda: init_train_state(params, optimizer))
+    checkpointer = Checkpointer(workdir / "checkpoints", keep_last=cfg.train.keep_last)
+    step = checkpointer.latest_step()
+    if step is None:
+        raise FileNotFoundError(f"no checkpoint in {workdir / 'checkpoints'}; train first")
+    state, _, _ = checkpointer.restore(step, abstract)
+    checkpointer.close()
+    return graphdef, state["params"], step
+
+
+def evaluate(eval_step, params: Any, batches: list[dict]) -> dict[str, float]:
+    """Mean held-out loss (nats per token) and perplexity over fixed batches."""
+    totals = {"nll": 0.0, "tokens": 0.0}
+    for batch in batches:
+        sums = jax.device_get(eval_step(params, batch))
+        totals["nll"] += float(sums["nll"])
+        totals["tokens"] += float(sums["tokens"])
+    loss = totals["nll"] / max(totals["tokens"], 1.0)
+    return {"loss": loss, "perplexity": float(np.exp(min(loss, 50.0))), "tokens": totals["tokens"]}
+
+
+def train(cfg: ml_collections.ConfigDict, workdir: Path) -> dict[str, Any]:
+    """Train (or resume) the run in `workdir`; returns a summary of the final state."""
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    check_workdir_config(cfg, workdir)
+    m, d, t = cfg.model, cfg.data, cfg.train
+    data: RunData = build_run_data(d, m.vocab_size, workdir)
+
+    graphdef, params = build_model(m, t.seed)
+    optimizer = make_optimizer(t, params)
+    state = jax.jit(lambda p: init_train_state(p, optimizer))(params)
+    counts = param_counts(m)
+    print(f"[model] {counts.total:,} parameters ({counts.non_embedding:,} non-embedding)", flush=True)
+
+    iterator = train_iterator(data.train, seq_len=d.seq_len, global_batch_size=t.batch_size,
+                              seed=d.seed, bos_id=data.tokenizer.bos_id, eos_id=data.tokenizer.eos_id)
+    heldout = eval_batches(data.heldout, seq_len=d.seq_len, batch_size=t.batch_size,
+                           num_batches=t.eval_batches, bos_id=data.tokenizer.bos_id,
+                           eos_id=data.tokenizer.eos_id)
+    checkpointer = Checkpointer(workdir / "checkpoints", keep_last=t.keep_last,
+                                keep_every=t.keep_every, async_save=t.async_checkpoint)
+    start = checkpointer.latest_step() or 0
+    if start:
+        state, data_state, _ = checkpointer.restore(start, jax.eval_shape(lambda: state))
+        iterator.set_state(data_state["iterator"])
+        print(f"[train] resumed from step {start} in {checkpointer.directory}", flush=True)
+
+    train_step = jax.jit(make_train_step(graphdef, optimizer, grad_accum=t.grad_accum, z_loss=t.z_loss),
+                         donate_argnums=0)
+    eval_step = jax.jit(make_eval_step(graphdef))
+    schedule = lr_schedule(t)
+    peak, peak_source = peak_flops_per_device(m.compute_dtype)
+    flops_per_step = mfu_flops_per_token(m, d.seq_len) * t.batch_size * d.seq_len
+    meta = {"param_counts": vars(counts), "peak_flops": peak, "peak_source": peak_source}
+    logger = MetricsLogger(workdir, total_steps=t.steps, start_step=start,
+                           enabled=jax.process_index() == 0)
+    bad_in_a_row = bad_total = 0
+    last_time = time.perf_counter()
+    try:
+        for step in range(start, t.steps):
+            batch = next(iterator)
+            state, metrics = train_step(state, batch)
+            metrics = {k: v.item() for k, v in jax.device_get(metrics).items()}
+            now = time.perf_counter()
+            step_time, last_time = now - last_time, now
+            if not metrics.pop("finite"):
+                bad_in_a_row, bad_total = bad_in_a_row + 1, bad_total + 1
+                if bad_in_a_row >= t.max_bad_steps:
+                    raise TrainingDiverged(
+                        f"{bad_in_a_row} steps in a row (up to step {step + 1}) had a non-finite loss "
+                        f"or gradient; their updates were skipped. The last good checkpoint is step "
+                        f"{checkpointer.latest_step()} in {checkpointer.directory}; lower train.lr "
+                        f"or raise train.max_bad_steps")
+            else:
+                bad_in_a_row = 0
+            if (step + 1) % t.log_every == 0 or step == start:
+                metrics.update(
+                    perplexity=float(np.exp(min(metrics["loss"], 50.0))),
+                    lr=float(schedule(step)), step_time=step_time,
+                    tokens_per_s=metrics["tokens"] / step_time,
+                    mfu=mfu(flops_per_step, step_time, jax.device_count(), peak),
+                    skipped_steps=bad_total)
+                logger.log(step + 1, metrics)
+            last = step + 1 == t.steps
+            if (step + 1) % t.eval_every == 0 or last:
+                logger.log(step + 1, evaluate(eval_step, state["params"], heldout), kind="eval")
+            if (step + 1) % t.checkpoint_every == 0 or last:
+                checkpointer.save(step + 1, state, {"iterator": iterator.get_state()}, meta)
+            last_time = time.perf_counter()  # eval and checkpoint time is not step time
+    finally:
+        checkpointer.close()
+        logger.close()
+    plot = plot_loss(workdir / "metrics.jsonl", workdir / "loss.png")
+    return {"workdir": str(workdir), "step": int(state["step"]), "loss_plot": str(plot),
+            "tokenizer": str(data.tokenizer.path)}

@@ -1,0 +1,50 @@
+"""Small shared builders for tests."""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+import numpy as np
+import ml_collections
+from flax import nnx
+
+from lm.config import default_config
+
+
+def tiny_model_config(**overrides) -> ml_collections.ConfigDict:
+    """A model config small enough for exact-equality tests on CPU."""
+    m = default_config().model
+    m.update(dict(vocab_size=61, d_model=32, num_layers=2, num_heads=4, num_kv_heads=2,
+                  d_ff=48, max_seq_len=64))
+    m.update(overrides)
+    return m
+
+
+def single_segment(batch: int, length: int):
+    positions = jnp.broadcast_to(jnp.arange(length), (batch, length))
+    return positions, jnp.ones((batch, length), jnp.int32)
+
+
+@nnx.jit
+def forward(model, tokens, positions, segments):
+    """The model's logits, jitted (eager module calls are slow on CPU)."""
+    return model(tokens, positions, segments)
+
+
+def forward1(model, tokens):
+    """Logits of unpacked rows (one segment each)."""
+    return forward(model, tokens, *single_segment(*tokens.shape))
+
+
+def make_model(m: ml_collections.ConfigDict, seed: int = 0):
+    """A Decoder initialised under one jit (eager init compiles every parameter's RNG)."""
+    from lm.train.loop import build_model
+    graphdef, params = build_model(m, seed)
+    return nnx.merge(graphdef, params)
+
+
+def random_tokens(shape, vocab: int, seed: int = 0):
+    return jnp.asarray(np.random.default_rng(seed).integers(0, vocab, shape), jnp.int32)
+
+
+def random_normal(shape, seed: int = 0):
+    return jnp.asarray(np.random.default_rng(seed).standard_normal(shape), jnp.float32)
