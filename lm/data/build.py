@@ -37,9 +37,10 @@ class RunData:
     heldout: TokenShards
 
 
-def is_heldout(doc_id: str, fraction: float) -> bool:
-    """A stable split by document id: the same document always lands on the same side."""
-    digest = hashlib.sha256(doc_id.encode("utf-8")).digest()
+def is_heldout(text: str, fraction: float) -> bool:
+    """A stable split by content: the same text lands on the same side wherever it is read
+    from, and exact duplicates never straddle train and held-out."""
+    digest = hashlib.sha256(text.encode("utf-8")).digest()
     return int.from_bytes(digest[:8], "big") / 2**64 < fraction
 
 
@@ -67,7 +68,7 @@ def describe_corpus(d: ml_collections.ConfigDict) -> dict:
 
 
 def _split(docs: Iterable[Document], fraction: float, heldout: bool) -> Iterator[Document]:
-    return (doc for doc in docs if is_heldout(doc.id, fraction) == heldout)
+    return (doc for doc in docs if is_heldout(doc.text, fraction) == heldout)
 
 
 def build_run_data(d: ml_collections.ConfigDict, vocab_size: int, workdir: Path) -> RunData:

@@ -139,17 +139,10 @@ def train(cfg: ml_collections.ConfigDict, workdir: Path) -> dict[str, Any]:
             metrics = {k: v.item() for k, v in jax.device_get(metrics).items()}
             now = time.perf_counter()
             step_time, last_time = now - last_time, now
-            if not metrics.pop("finite"):
-                bad_in_a_row, bad_total = bad_in_a_row + 1, bad_total + 1
-                if bad_in_a_row >= t.max_bad_steps:
-                    raise TrainingDiverged(
-                        f"{bad_in_a_row} steps in a row (up to step {step + 1}) had a non-finite loss "
-                        f"or gradient; their updates were skipped. The last good checkpoint is step "
-                        f"{checkpointer.latest_step()} in {checkpointer.directory}; lower train.lr "
-                        f"or raise train.max_bad_steps")
-            else:
-                bad_in_a_row = 0
-            if (step + 1) % t.log_every == 0 or step == start:
+            finite = metrics.pop("finite")
+            bad_in_a_row = 0 if finite else bad_in_a_row + 1
+            bad_total += 0 if finite else 1
+            if (step + 1) % t.log_every == 0 or step == start or not finite:
                 metrics.update(
                     perplexity=float(np.exp(min(metrics["loss"], 50.0))),
                     lr=float(schedule(step)), step_time=step_time,
@@ -157,10 +150,16 @@ def train(cfg: ml_collections.ConfigDict, workdir: Path) -> dict[str, Any]:
                     mfu=mfu(flops_per_step, step_time, jax.device_count(), peak),
                     skipped_steps=bad_total)
                 logger.log(step + 1, metrics)
+            if bad_in_a_row >= t.max_bad_steps:
+                raise TrainingDiverged(
+                    f"{bad_in_a_row} steps in a row (up to step {step + 1}) had a non-finite loss "
+                    f"or gradient; their updates were skipped. The last good checkpoint is step "
+                    f"{checkpointer.latest_step()} in {checkpointer.directory}; lower train.lr "
+                    f"or raise train.max_bad_steps")
             last = step + 1 == t.steps
             if (step + 1) % t.eval_every == 0 or last:
                 logger.log(step + 1, evaluate(eval_step, state["params"], heldout), kind="eval")
-            if (step + 1) % t.checkpoint_every == 0 or last:
+            if ((step + 1) % t.checkpoint_every == 0 or last) and not bad_in_a_row:
                 checkpointer.save(step + 1, state, {"iterator": iterator.get_state()}, meta)
             last_time = time.perf_counter()  # eval and checkpoint time is not step time
     finally:

@@ -1,0 +1,42 @@
+"""Smoke test of benchmarks/train_step.py: it runs and its numbers are consistent (never its speed)."""
+
+import importlib.util
+import math
+from pathlib import Path
+
+import pytest
+
+from lm.config import load_config
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "train_step.py"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("bench_train_step", BENCH)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_time_train_step_tiny(bench):
+    cfg = load_config(bench.preset_path("tiny"), ["--config.train.batch_size=2",
+                                                  "--config.data.seq_len=16"])
+    # A fixed peak skips the CPU matmul probe (tests/test_peak.py covers it) to keep this fast.
+    peak = 1e11
+    row = bench.time_train_step(cfg, steps=2, warmup=1, label="tiny", peak=(peak, "fixed:test"))
+
+    assert (row["preset"], row["batch_size"], row["seq_len"], row["steps"]) == ("tiny", 2, 16, 2)
+    for key in ("params_total", "params_non_embedding", "compile_s", "median_step_s",
+                "tokens_per_s", "model_tflops_per_s", "mfu", "mfu_6n", "peak_flops_per_device",
+                "final_loss"):
+        assert math.isfinite(row[key]) and row[key] > 0, key
+    assert row["params_total"] > row["params_non_embedding"]
+    tokens_per_step, step_s, devices = 2 * 16, row["median_step_s"], row["device_count"]
+    assert row["tokens_per_s"] == pytest.approx(tokens_per_step / step_s)
+    assert row["mfu"] == pytest.approx(
+        row["model_flops_per_token"] * tokens_per_step / (step_s * devices * peak))
+    assert row["mfu_6n"] == pytest.approx(
+        row["six_n_flops_per_token"] * tokens_per_step / (step_s * devices * peak))
+    assert row["model_flops_per_token"] > row["six_n_flops_per_token"] > 0
+    assert "tiny" in bench.format_table([row])

@@ -1,0 +1,54 @@
+"""Schedules, the weight-decay mask, clipping."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from lm.config import default_config
+from lm.train.optim import lr_schedule, make_optimizer, weight_decay_mask
+
+
+def train_cfg(**overrides):
+    t = default_config().train
+    t.update(dict(steps=100, warmup_steps=10, lr=1.0, min_lr_ratio=0.1))
+    t.update(overrides)
+    return t
+
+
+def test_cosine_schedule_warms_up_then_decays_to_the_floor():
+    s = lr_schedule(train_cfg())
+    assert float(s(0)) == 0.0
+    np.testing.assert_allclose(float(s(5)), 0.5)
+    np.testing.assert_allclose(float(s(10)), 1.0)
+    np.testing.assert_allclose(float(s(55)), 0.1 + 0.9 * 0.5, rtol=1e-5)  # halfway down the cosine
+    np.testing.assert_allclose(float(s(100)), 0.1, rtol=1e-5)
+
+
+def test_wsd_schedule_is_flat_then_decays_linearly():
+    s = lr_schedule(train_cfg(schedule="wsd", decay_fraction=0.2))
+    np.testing.assert_allclose([float(s(i)) for i in (10, 50, 79, 80)], [1.0, 1.0, 1.0, 1.0])
+    np.testing.assert_allclose(float(s(90)), 0.55, rtol=1e-5)
+    np.testing.assert_allclose(float(s(100)), 0.1, rtol=1e-5)
+
+
+def test_decay_mask_spares_embeddings_and_norms_unless_asked():
+    params = {"embed": 1, "head": 1, "final_norm": {"scale": 1},
+              "blocks": {"attn": {"wq": 1}, "attn_norm": {"scale": 1}}}
+    mask = weight_decay_mask(params, train_cfg())
+    assert mask == {"embed": False, "head": True, "final_norm": {"scale": False},
+                    "blocks": {"attn": {"wq": True}, "attn_norm": {"scale": False}}}
+    mask = weight_decay_mask(params, train_cfg(decay_embeddings=True, decay_norms=True))
+    assert all(v is True for v in [mask["embed"], mask["final_norm"]["scale"]])
+
+
+@pytest.mark.parametrize("clip, expected_norm", [(0.5, 0.5), (0.0, 5.0), (10.0, 5.0)])
+def test_global_norm_clipping_reaches_adam_moments(clip, expected_norm):
+    t = train_cfg(clip_norm=clip, b1=0.9)
+    params = {"w": jnp.zeros(2)}
+    opt = make_optimizer(t, params)
+    grads = {"w": jnp.array([3.0, 4.0])}  # norm 5
+    _, state = opt.update(grads, opt.init(params), params)
+    adam = [s for s in jax.tree.leaves(state, is_leaf=lambda x: hasattr(x, "mu")) if hasattr(s, "mu")][0]
+    seen_grad = adam.mu["w"] / (1 - 0.9)  # the first moment after one step is (1 - b1) g
+    np.testing.assert_allclose(float(jnp.linalg.norm(seen_grad)), expected_norm, rtol=1e-5)

@@ -1,0 +1,140 @@
+"""End to end: a short run learns, resumes bit for bit after SIGKILL, stops on divergence,
+samples, and the CLI names bad config fields."""
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from lm.config import load_config
+from lm.data.corpus import stdlib_corpus
+from lm.train.loop import TrainingDiverged, train
+from lm.train.metrics import read_metrics
+
+TINY = "experiments/configs/tiny.py"
+
+
+@pytest.fixture(scope="session")
+def corpus_dir(tmp_path_factory) -> Path:
+    """About 400 KB of real text: small standard-library modules, as .py files."""
+    out = tmp_path_factory.mktemp("corpus")
+    size = 0
+    for doc in stdlib_corpus()[0]:
+        if size > 400_000:
+            break
+        if len(doc.text) > 12_000:
+            continue
+        path = out / doc.id
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(doc.text)
+        size += len(doc.text)
+    return out
+
+
+def overrides(corpus: Path, **train) -> list[str]:
+    args = [f"--config.data.sources=['{corpus}']", "--config.train.warmup_steps=10",
+            "--config.train.eval_batches=1", "--config.data.heldout_fraction=0.1"]
+    return args + [f"--config.train.{k}={v}" for k, v in train.items()]
+
+
+@pytest.fixture(scope="session")
+def trained_run(corpus_dir, tmp_path_factory) -> Path:
+    workdir = tmp_path_factory.mktemp("run")
+    cfg = load_config(TINY, overrides(corpus_dir, steps=150, eval_every=75, checkpoint_every=75))
+    train(cfg, workdir)
+    return workdir
+
+
+def test_a_short_run_learns(trained_run):
+    rows = read_metrics(trained_run / "metrics.jsonl")
+    assert [r["step"] for r in rows] == list(range(1, 151))
+    first, last = rows[0]["loss"], sum(r["loss"] for r in rows[-10:]) / 10
+    assert 5.5 < first < 7.0  # about ln(512) at initialisation
+    assert last < first - 1.5
+    evals = read_metrics(trained_run / "metrics.jsonl", kind="eval")
+    assert [r["step"] for r in evals] == [75, 150] and evals[1]["loss"] < evals[0]["loss"]
+    for key in ("tokens_per_s", "mfu", "grad_norm", "lr", "perplexity", "step_time"):
+        assert rows[-1][key] > 0
+    assert (trained_run / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert sorted(p.name for p in (trained_run / "checkpoints").iterdir() if p.name.isdigit()) == ["150", "75"]
+    corpus = json.loads((trained_run / "corpus.json").read_text())
+    assert corpus["num_docs"] > 10 and len(corpus["sha256"]) == 64
+
+
+def run_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "lm.cli", *args], capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def test_sample_from_the_trained_run(trained_run):
+    result = run_cli("sample", "--workdir", str(trained_run), "--prompt", "def ",
+                     "--max-new-tokens", "20", "--num-samples", "2")
+    assert result.returncode == 0, result.stderr
+    samples = result.stdout.split("--- sample (step 150) ---\n")[1:]
+    assert len(samples) == 2 and all(s.startswith("def ") for s in samples)
+    greedy = [run_cli("sample", "--workdir", str(trained_run), "--prompt", "import",
+                      "--temperature", "0", "--max-new-tokens", "12").stdout for _ in range(2)]
+    assert greedy[0] == greedy[1]
+
+
+def test_kill_and_resume_gives_the_same_losses_bit_for_bit(corpus_dir, tmp_path):
+    args = overrides(corpus_dir, steps=30, eval_every=10, checkpoint_every=5)
+    straight = tmp_path / "straight"
+    assert run_cli("train", "--config", TINY, "--workdir", str(straight), *args).returncode == 0
+
+    kill_after = random.Random().randint(7, 24)
+    killed = tmp_path / "killed"
+    process = subprocess.Popen([sys.executable, "-m", "lm.cli", "train", "--config", TINY,
+                                "--workdir", str(killed), *args],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    metrics = killed / "metrics.jsonl"
+    deadline = time.time() + 300
+    while time.time() < deadline and process.poll() is None:
+        if metrics.exists() and len(read_metrics(metrics)) >= kill_after:
+            os.kill(process.pid, signal.SIGKILL)
+            break
+        time.sleep(0.05)
+    process.wait()
+    assert process.returncode == -signal.SIGKILL, f"run ended before step {kill_after}"
+    resumed = run_cli("train", "--config", TINY, "--workdir", str(killed), *args)
+    assert resumed.returncode == 0, resumed.stderr
+
+    def losses(workdir, kind="train"):
+        return [(r["step"], r["loss"]) for r in read_metrics(workdir / "metrics.jsonl", kind=kind)]
+
+    assert losses(killed) == losses(straight), f"killed after step {kill_after}"
+    assert losses(killed, "eval") == losses(straight, "eval")
+
+
+def test_divergence_stops_the_run_and_keeps_the_last_good_checkpoint(corpus_dir, tmp_path):
+    cfg = load_config(TINY, overrides(corpus_dir, steps=20, lr=1e30, warmup_steps=0,
+                                      max_bad_steps=3, checkpoint_every=1, eval_every=20))
+    with pytest.raises(TrainingDiverged, match="3 steps in a row .* non-finite .* last good checkpoint"):
+        train(cfg, tmp_path)
+    rows = read_metrics(tmp_path / "metrics.jsonl")
+    assert rows[-1]["skipped_steps"] == 3 and len(rows) == 4
+    assert rows[0]["loss"] == rows[0]["loss"]  # the first step was finite
+    steps = sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit())
+    assert steps == [1]  # no checkpoint is written during a run of bad steps
+
+
+def test_cli_bad_config_is_one_line_naming_the_field(tmp_path):
+    result = run_cli("train", "--config", TINY, "--workdir", str(tmp_path),
+                     "--config.model.num_heads=5")
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0
+    assert "'model.num_heads'" in result.stderr and "do not divide d_model" in result.stderr
+    assert not (tmp_path / "config.json").exists()
+
+
+def test_resuming_with_a_changed_model_is_refused(trained_run):
+    cfg = load_config(TINY, ["--config.model.d_model=32"])
+    from lm.config import ConfigError
+    with pytest.raises(ConfigError, match="'model.d_model' is 32 but the run"):
+        train(cfg, trained_run)
