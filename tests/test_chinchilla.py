@@ -138,7 +138,8 @@ def test_lse_gradient_matches_finite_differences():
     for j in range(5):
         shift = np.zeros(5)
         shift[j] = step
-        numeric = (_lse_huber(theta + shift, *args)[0] - _lse_huber(theta - shift, *args)[0]) / (2 * step)
+        numeric = (_lse_huber(theta + shift, *args)[0]
+                   - _lse_huber(theta - shift, *args)[0]) / (2 * step)
         np.testing.assert_allclose(grad[:, j], numeric, rtol=1e-4, atol=1e-9)
 
 
@@ -154,7 +155,8 @@ def test_approach3_recovers_the_law():
     assert (fit.alpha, fit.beta) == pytest.approx((0.34, 0.28), abs=0.01)
     assert (fit.A, fit.B) == pytest.approx((406.4, 410.7), rel=0.1)
     assert (fit.a, fit.b) == pytest.approx((A_TRUE, B_TRUE), abs=0.01)
-    assert fit.G == pytest.approx((fit.alpha * fit.A / (fit.beta * fit.B)) ** (1 / (fit.alpha + fit.beta)))
+    G = (fit.alpha * fit.A / (fit.beta * fit.B)) ** (1 / (fit.alpha + fit.beta))
+    assert fit.G == pytest.approx(G)
     assert (fit.method, fit.n_points, fit.n_starts) == ("approach3", 63, 108)
     assert (fit.n_convention, fit.c_convention) == ("total", "6ND")
 

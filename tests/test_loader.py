@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lm.data.loader import FIELDS, PackedRows, eval_batches, rows_per_epoch, train_iterator
+from lm.data.loader import EVAL_SEED, FIELDS, PackedRows, eval_batches, rows_per_epoch, train_iterator
 from lm.data.read import DataError, Document
 from lm.data.shards import TokenShards, tokenize_to_shards, write_token_shards
 from lm.data.tokenizer import train_tokenizer
@@ -194,11 +194,11 @@ def eval_kw(shards, **kw):
     return dict(shards=shards, seq_len=SEQ_LEN, bos_id=BOS, eos_id=EOS, **kw)
 
 
-def test_eval_batches_in_order_and_deterministic(shards):
+def test_eval_batches_fixed_shuffle_and_deterministic(shards):
     batches = eval_batches(**eval_kw(shards, batch_size=4, num_batches=3, process_index=0, process_count=1))
     again = eval_batches(**eval_kw(shards, batch_size=4, num_batches=3, process_index=0, process_count=1))
     assert_batches_equal(batches, again)
-    source = packed(shards, seed=None, num_epochs=1)
+    source = packed(shards, seed=EVAL_SEED, num_epochs=1)  # independent of the run's seed
     assert_batches_equal(batches, [stacked([source[i] for i in range(4 * b, 4 * b + 4)]) for b in range(3)])
     host1 = eval_batches(**eval_kw(shards, batch_size=4, num_batches=3, process_index=1, process_count=2))
     assert_batches_equal(host1, [{name: b[name][1::2] for name in FIELDS} for b in batches])
@@ -232,9 +232,15 @@ def test_end_to_end_on_real_text(tmp_path):
         process_index=0,
         process_count=1,
     )
-    # The first row starts with BOS and the first paragraph.
-    first = batches[0]["inputs"][0]
-    assert first[0] == tokenizer.bos_id
-    text = tokenizer.decode(first[1 : int((batches[0]["segment_ids"][0] == 1).sum())])
-    assert paragraphs[0].startswith(text)
-    assert len(text) > 30
+    # Every segment that starts with BOS decodes to the start of a paragraph (others continue one).
+    starts = 0
+    for batch in batches:
+        for inputs, positions, segments in zip(batch["inputs"], batch["positions"], batch["segment_ids"]):
+            for seg in set(segments[segments > 0].tolist()):
+                where = segments == seg
+                assert positions[where][0] == 0
+                if inputs[where][0] == tokenizer.bos_id:
+                    text = tokenizer.decode(inputs[where][1:].tolist())
+                    assert any(p.startswith(text) for p in paragraphs)
+                    starts += 1
+    assert starts > 5

@@ -165,6 +165,9 @@ def train_iterator(
     return iter(batches.to_iter_dataset(READ_OPTIONS))
 
 
+EVAL_SEED = 0
+
+
 def eval_batches(
     shards: TokenShards,
     *,
@@ -176,11 +179,15 @@ def eval_batches(
     process_index: int | None = None,
     process_count: int | None = None,
 ) -> list[dict[str, np.ndarray]]:
-    """The first `num_batches` global batches of `batch_size` rows, documents and rows in
-    order, this host's part of each. Raises DataError if the held-out shards have fewer
-    rows than ``num_batches * batch_size`` (so every run evaluates the same tokens)."""
+    """`num_batches` global batches of `batch_size` rows, this host's part of each.
+
+    Documents and rows are shuffled with the fixed `EVAL_SEED`, not the run's seed, so
+    the rows sample the whole held-out set (not its first documents) and every run of
+    the same data evaluates the same tokens. Raises DataError if the held-out shards have
+    fewer rows than ``num_batches * batch_size``."""
     process_index, process_count = _host_layout(batch_size, process_index, process_count)
-    rows = PackedRows(shards, seq_len=seq_len, bos_id=bos_id, eos_id=eos_id, seed=None, num_epochs=1)
+    rows = PackedRows(shards, seq_len=seq_len, bos_id=bos_id, eos_id=eos_id, seed=EVAL_SEED,
+                      num_epochs=1)
     needed = num_batches * batch_size
     if num_batches < 1:
         raise ValueError(f"num_batches={num_batches} must be >= 1")

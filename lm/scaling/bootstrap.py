@@ -41,7 +41,7 @@ class Interval:
 
 @dataclass(frozen=True)
 class BootstrapResult:
-    """Bootstrap of one fit: `samples[name]` has one row per resample, `intervals[name]` summarises it.
+    """Bootstrap of one fit: `samples[name]` has a row per resample, `intervals[name]` its interval.
 
     Names: the fit's parameters ("a", "b", "n_coef", "d_coef" for approaches 1 and 2; "E",
     "A", "B", "alpha", "beta", "a", "b", "G" for approach 3) and, per entry of `at_flops`,
@@ -88,8 +88,8 @@ def _summarise(fit, unit: str, n_resamples: int, seed: int, level: float, at_flo
     return BootstrapResult(fit, unit, n_resamples, seed, level, at_flops, samples, intervals)
 
 
-def _power_law_samples(fits: list[tuple[float, float, float, float]],
-                       at_flops: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
+def _power_law_samples(fits: list[tuple[float, float, float, float]], at_flops: np.ndarray
+                       ) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
     """Samples of (n_coef, a, d_coef, b) and the N_opt, D_opt they give at `at_flops`."""
     n_coef, a, d_coef, b = (np.array(column) for column in zip(*fits))
     samples = {"a": a, "n_coef": n_coef, "b": b, "d_coef": d_coef}
@@ -144,7 +144,7 @@ def bootstrap_approach3(N: ArrayLike, D: ArrayLike, loss: ArrayLike, *, at_flops
                         n_convention: str, c_convention: str, n_resamples: int = 200,
                         seed: int = 0, level: float = 0.95, delta: float = 1e-3,
                         starts: ArrayLike | None = None) -> BootstrapResult:
-    """Approach 3 with points resampled; `starts` is for the full-data fit only (see module docstring)."""
+    """Approach 3 with points resampled; `starts` serves only the full-data fit (see module doc)."""
     at_flops = _check(n_resamples, level, at_flops)
     fit = fit_approach3(N, D, loss, n_convention=n_convention, c_convention=c_convention,
                         delta=delta, starts=starts)
@@ -174,10 +174,11 @@ def prediction_interval(result: BootstrapResult, N: ArrayLike, D: ArrayLike) -> 
     The interval covers parameter uncertainty (the expected loss), not one run's noise.
     """
     if not isinstance(result.fit, Approach3Fit):
-        raise TypeError(f"prediction needs an approach-3 bootstrap; got one of "
-                        f"{result.fit.method} (approaches 1 and 2 estimate allocations, not losses)")
+        raise TypeError(f"prediction needs an approach-3 bootstrap; got one of {result.fit.method} "
+                        "(approaches 1 and 2 estimate allocations, not losses)")
     fit = result.fit
     estimate = chinchilla_loss(N, D, E=fit.E, A=fit.A, B=fit.B, alpha=fit.alpha, beta=fit.beta)
     shape = (-1,) + (1,) * np.ndim(estimate)
-    params = {name: result.samples[name].reshape(shape) for name in ("E", "A", "B", "alpha", "beta")}
+    params = {name: result.samples[name].reshape(shape)
+              for name in ("E", "A", "B", "alpha", "beta")}
     return percentile_interval(estimate, chinchilla_loss(N, D, **params), result.level)

@@ -1,4 +1,5 @@
-"""Chinchilla scaling-law fits (Hoffmann et al. 2022, "Training Compute-Optimal Large Language Models").
+"""Chinchilla scaling-law fits: Hoffmann et al. (2022), "Training Compute-Optimal Large Language
+Models".
 
 - Approach 1: lower envelope of training curves over FLOPs -> N_opt = k C^a, D_opt = k' C^b.
 - Approach 2: a parabola in log N per IsoFLOP budget -> its minimum -> the same power laws.
@@ -125,8 +126,10 @@ def load_epoch_chinchilla_csv(path: str | Path, *,
         if missing:
             raise ValueError(f"{path} lacks columns {missing}; expected {EPOCH_COLUMNS}")
         rows = [[float(row[c]) for c in EPOCH_COLUMNS] for row in reader]
-    N, C, loss = (positive_array(name, column) for name, column in
-                  zip(("Model Size", "Training FLOP", "loss"), np.array(rows, dtype=float).T))
+    if not rows:
+        raise ValueError(f"{path} has no data rows")
+    N, C, loss = (positive_array(name, column)
+                  for name, column in zip(EPOCH_COLUMNS, np.array(rows, dtype=float).T))
     if not 0 <= drop_highest_loss < len(loss):
         raise ValueError(f"drop_highest_loss must be in [0, {len(loss)}); got {drop_highest_loss}")
     keep = np.sort(np.argsort(loss, kind="stable")[:len(loss) - drop_highest_loss])
@@ -221,7 +224,7 @@ def fit_approach2(N: ArrayLike, loss: ArrayLike, budget: ArrayLike, *, n_convent
     check_conventions(n_convention, c_convention)
     N, loss, budget = (positive_array(name, value) for name, value in
                        (("N", N), ("loss", loss), ("budget", budget)))
-    n = same_length(N=N, loss=loss, budget=budget)
+    same_length(N=N, loss=loss, budget=budget)
     if c_convention == "6ND" and tokens is not None:
         raise ValueError("tokens is only used with c_convention='exact'; under '6ND' "
                          "D_opt = C / (6 N_opt)")
@@ -289,7 +292,8 @@ def _lse_huber(theta: np.ndarray, log_n: np.ndarray, log_d: np.ndarray, log_loss
                delta: float) -> tuple[np.ndarray, np.ndarray]:
     """Objective and gradient for each row of theta = (a, b, e, alpha, beta).
 
-    log L_hat = LSE(a - alpha log N, b - beta log D, e); objective = sum of Huber(log L - log L_hat).
+    log L_hat = LSE(a - alpha log N, b - beta log D, e);
+    objective = sum over points of Huber_delta(log L - log L_hat).
     """
     f = np.empty(theta.shape[0])
     grad = np.empty_like(theta)
@@ -347,7 +351,8 @@ def _batched_bfgs(fun: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]], x0
             hit = ok.any(axis=1)
             pick = ok.argmax(axis=1)[hit]  # the largest acceptable step
             rows = todo[hit]
-            f_new[rows], g_new[rows], accepted[rows] = ft[hit, pick], gt[hit, pick], trial[hit, pick]
+            f_new[rows], g_new[rows] = ft[hit, pick], gt[hit, pick]
+            accepted[rows] = trial[hit, pick]
             todo, trial = todo[~hit], trial[~hit, -1:] * 0.5 ** np.arange(1, 5)
             if todo.size == 0:
                 break
@@ -378,7 +383,7 @@ def _minimise_lse(log_n: np.ndarray, log_d: np.ndarray, log_loss: np.ndarray, de
         return _lse_huber(theta, log_n, log_d, log_loss, delta)
 
     x, f = _batched_bfgs(fun, starts)
-    result = minimize(lambda t: tuple(v[0] for v in fun(t[None])), x[np.argmin(f)], jac=True,
+    result = minimize(lambda t: tuple(v[0] for v in fun(t[None])), x[np.nanargmin(f)], jac=True,
                       method="L-BFGS-B", options={"maxiter": 10_000, "ftol": 1e-12, "gtol": 1e-10})
     return result.x, float(result.fun)
 
@@ -420,8 +425,11 @@ def fit_approach3(N: ArrayLike, D: ArrayLike, loss: ArrayLike, *, n_convention: 
     A = e^a, B = e^b, E = e^e, residuals log L - log L_hat, Huber threshold `delta`. From every
     row of `starts` (columns a, b, e, alpha, beta; default `start_grid()`, the paper's 4,500)
     a vectorised BFGS runs all starts together, and scipy's L-BFGS-B polishes the best end
-    point. a, b and G are the C = 6ND allocation
-    (`laws.compute_optimal`), whatever c_convention the data used.
+    point (the same optimum as L-BFGS-B from every start, in seconds rather than minutes).
+    a, b and G describe the allocation under C = 6ND (`laws.compute_optimal`), whatever
+    c_convention the data used. Warns with IdentifiabilityWarning when the design cannot
+    identify the law: fewer than 5 points, fewer than 3 distinct N or D, or log N and log D
+    moving together (every point at one D/N ratio).
     """
     check_conventions(n_convention, c_convention)
     N, D, loss = positive_array("N", N), positive_array("D", D), positive_array("loss", loss)

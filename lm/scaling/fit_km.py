@@ -69,7 +69,7 @@ def fit_km_d(D: ArrayLike, loss: ArrayLike, *, n_convention: str, c_convention: 
 
 
 def fit_km_c(C: ArrayLike, loss: ArrayLike, *, n_convention: str, c_convention: str) -> KMFit:
-    """Fit L(C) = (Cc/C)^alpha_C to points on the compute-efficient frontier; params {"Cc", "alpha_C"}."""
+    """Fit L(C) = (Cc/C)^alpha_C to compute-efficient frontier points; params {"Cc", "alpha_C"}."""
     return _one_variable("km_c", "C", C, loss, n_convention, c_convention)
 
 
@@ -97,8 +97,9 @@ def _refine(residual_and_jacobian, start: np.ndarray) -> np.ndarray:
 
 def fit_km_nd(N: ArrayLike, D: ArrayLike, loss: ArrayLike, *, n_convention: str,
               c_convention: str) -> KMFit:
-    """Fit L(N, D) = [(Nc/N)^(alpha_N/alpha_D) + Dc/D]^alpha_D; params {"Nc", "Dc", "alpha_N", "alpha_D"}.
+    """Fit L(N, D) = [(Nc/N)^(alpha_N/alpha_D) + Dc/D]^alpha_D.
 
+    params {"Nc", "Dc", "alpha_N", "alpha_D"}.
     Starts from the one-variable fits of log L on log N and on log D.
     """
     log_n, log_d, log_loss, n = _two_variable_inputs("N", "D", N, D, loss, n_convention,

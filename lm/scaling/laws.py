@@ -28,15 +28,15 @@ C_CONVENTIONS = ("6ND", "exact")
 def check_conventions(n_convention: str, c_convention: str) -> None:
     """Raise ValueError unless both conventions are known strings."""
     if n_convention not in N_CONVENTIONS:
-        raise ValueError(f"n_convention must be one of {N_CONVENTIONS} (which parameters N counts); "
-                         f"got {n_convention!r}")
+        raise ValueError(f"n_convention must be one of {N_CONVENTIONS} (which parameters N "
+                         f"counts); got {n_convention!r}")
     if c_convention not in C_CONVENTIONS:
         raise ValueError(f"c_convention must be one of {C_CONVENTIONS} (C = 6ND or an exact FLOP "
                          f"count); got {c_convention!r}")
 
 
 def positive_array(name: str, value: ArrayLike) -> np.ndarray:
-    """`value` as a float array, raising ValueError naming `name` unless every entry is finite and > 0."""
+    """`value` as a float array; ValueError naming `name` unless every entry is finite and > 0."""
     array = np.asarray(value, dtype=float)
     bad = ~(np.isfinite(array) & (array > 0))
     if bad.any():
@@ -47,7 +47,7 @@ def positive_array(name: str, value: ArrayLike) -> np.ndarray:
 
 
 def same_length(**arrays: np.ndarray) -> int:
-    """The common length of 1-D `arrays`, raising ValueError naming any that differ or are not 1-D."""
+    """The common length of 1-D `arrays`; ValueError naming any that differ or are not 1-D."""
     lengths = {}
     for name, array in arrays.items():
         if array.ndim != 1:
