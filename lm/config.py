@@ -57,6 +57,7 @@ def default_config() -> ml_collections.ConfigDict:
     d.heldout_fraction = 0.02
     d.seq_len = 128
     d.seed = 0
+    d.prepared_dir = ""  # build (once) and read tokenizer + shards here, shared by runs; "" = workdir
     d.tokenizer_path = ""  # use this sentencepiece model instead of training one
     d.tokenizer_type = "bpe"
     d.tokenizer_byte_fallback = True

@@ -13,3 +13,5 @@ os.environ.setdefault(
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", tempfile.mkdtemp(prefix="lm-test-jax-cache-"))
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
 os.environ.setdefault("LM_CACHE_DIR", tempfile.mkdtemp(prefix="lm-test-cache-"))
+# scipy's L-BFGS-B slows 10-30x when OpenBLAS threads compete with other work on 2 cores.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")

@@ -21,6 +21,7 @@ from flax import nnx
 from lm import config as config_lib
 from lm.data.build import RunData, build_run_data
 from lm.data.loader import eval_batches, train_iterator
+from lm.data.read import write_json_atomic
 from lm.model.decoder import Decoder
 from lm.plots import plot_loss
 from lm.scaling.counts import mfu_flops_per_token, param_counts
@@ -36,22 +37,20 @@ class TrainingDiverged(RuntimeError):
 
 
 def check_workdir_config(cfg: ml_collections.ConfigDict, workdir: Path) -> None:
-    """Record the config in a new workdir; in an existing one, refuse a changed model or data."""
+    """Record the config in the workdir. A run that already exists there must keep its model,
+    data and batch size; the rest of `train` (steps, schedule, eval frequency) may change."""
     path = workdir / "config.json"
     current = config_lib.to_json_dict(cfg)
-    if not path.exists():
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(current, indent=2))
-        tmp.replace(path)
-        return
-    saved = json.loads(path.read_text())
-    for section in ("model", "data"):
-        for key, value in current[section].items():
-            old = saved.get(section, {}).get(key)
+    if path.exists():
+        saved = json.loads(path.read_text())
+        fixed = [(section, key) for section in ("model", "data") for key in current[section]]
+        for section, key in fixed + [("train", "batch_size")]:  # the data state counts batches
+            value, old = current[section][key], saved.get(section, {}).get(key)
             if _plain(old) != _plain(value):
                 raise config_lib.ConfigError(
                     f"config field '{section}.{key}' is {value!r} but the run in {workdir} was "
                     f"started with {old!r}; use a new --workdir or the original value")
+    write_json_atomic(current, path)
 
 
 def _plain(value: Any) -> Any:
@@ -100,7 +99,7 @@ def train(cfg: ml_collections.ConfigDict, workdir: Path) -> dict[str, Any]:
     workdir.mkdir(parents=True, exist_ok=True)
     check_workdir_config(cfg, workdir)
     m, d, t = cfg.model, cfg.data, cfg.train
-    data: RunData = build_run_data(d, m.vocab_size, workdir)
+    data: RunData = build_run_data(d, m.vocab_size, Path(d.prepared_dir) if d.prepared_dir else workdir)
 
     graphdef, params = build_model(m, t.seed)
     optimizer = make_optimizer(t, params)
@@ -165,6 +164,7 @@ def train(cfg: ml_collections.ConfigDict, workdir: Path) -> dict[str, Any]:
     finally:
         checkpointer.close()
         logger.close()
-    plot = plot_loss(workdir / "metrics.jsonl", workdir / "loss.png")
-    return {"workdir": str(workdir), "step": int(state["step"]), "loss_plot": str(plot),
-            "tokenizer": str(data.tokenizer.path)}
+    summary = {"workdir": str(workdir), "step": int(state["step"]), "tokenizer": str(data.tokenizer.path)}
+    if jax.process_index() == 0:
+        summary["loss_plot"] = str(plot_loss(workdir / "metrics.jsonl", workdir / "loss.png"))
+    return summary
