@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from pathlib import Path
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from lm.files import atomic_write
 from lm.train.metrics import LOSS, read_metrics
 
 
@@ -51,12 +50,6 @@ def plot_loss(metrics_path: Path, out_path: Path) -> Path:
     fig.tight_layout()
 
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out_path.parent, prefix=f".{out_path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            fig.savefig(f, format="png")
-        os.replace(tmp, out_path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    with atomic_write(out_path) as f:
+        fig.savefig(f, format="png")
     return out_path

@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from lm.model.decoder import Decoder
 from lm.model.layers import apply_rope, attend, attention_mask
 from tests.helpers import (forward, forward1, make_model, random_normal, random_tokens,
                            single_segment, tiny_model_config)

@@ -9,7 +9,8 @@ import pyarrow.parquet as pq
 import pytest
 import zstandard
 
-from lm.data.read import DataError, Document, atomic_write, iter_documents, iter_sources, write_json_atomic
+from lm.data.read import DataError, Document, iter_documents, iter_sources
+from lm.files import atomic_write, write_json_atomic
 
 RECORDS = [{"text": "first doc\n", "n": 1}, {"text": ""}, {"text": "third\tdoc ünï 🎉", "n": 3}]
 

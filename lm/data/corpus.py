@@ -14,7 +14,8 @@ import sysconfig
 from collections.abc import Iterable
 from pathlib import Path
 
-from lm.data.read import Document, write_json_atomic
+from lm.data.read import Document
+from lm.files import write_json_atomic
 
 # Third-party packages may be installed inside the stdlib directory.
 NOT_STDLIB_DIRS = ("site-packages", "dist-packages")

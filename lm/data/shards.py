@@ -26,7 +26,8 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from lm.data.read import DataError, Document, atomic_write, write_json_atomic
+from lm.data.read import DataError, Document
+from lm.files import atomic_write, write_json_atomic
 from lm.data.tokenizer import Tokenizer
 
 FORMAT_VERSION = 1

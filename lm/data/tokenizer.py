@@ -19,7 +19,8 @@ from pathlib import Path
 import numpy as np
 import sentencepiece as spm
 
-from lm.data.read import DataError, atomic_write, write_json_atomic
+from lm.data.read import DataError
+from lm.files import atomic_write, write_json_atomic
 
 MODEL_FILE = "tokenizer.model"
 OPTIONS_FILE = "tokenizer.json"

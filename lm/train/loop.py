@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from flax import nnx
@@ -21,7 +20,7 @@ from flax import nnx
 from lm import config as config_lib
 from lm.data.build import RunData, build_run_data
 from lm.data.loader import eval_batches, train_iterator
-from lm.data.read import write_json_atomic
+from lm.files import write_json_atomic
 from lm.model.decoder import Decoder
 from lm.plots import plot_loss
 from lm.scaling.counts import mfu_flops_per_token, param_counts

@@ -12,8 +12,6 @@ from __future__ import annotations
 import json
 import math
 import numbers
-import os
-import tempfile
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -22,6 +20,8 @@ from typing import Any
 
 from tensorboardX import SummaryWriter
 from tqdm import tqdm
+
+from lm.files import atomic_write
 
 METRICS_FILE = "metrics.jsonl"
 TENSORBOARD_DIR = "tensorboard"
@@ -92,14 +92,8 @@ def read_metrics(path: Path, kind: str | None = "train") -> list[dict]:
 def _drop_after_step(path: Path, start_step: int) -> None:
     """Atomically rewrite ``path`` keeping only lines with step <= start_step."""
     kept = b"".join(raw + b"\n" for raw, record in _parse_lines(path) if record["step"] <= start_step)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(kept)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    with atomic_write(path) as f:
+        f.write(kept)
 
 
 def _si(x: float) -> str:

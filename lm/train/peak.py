@@ -17,7 +17,6 @@ import math
 import os
 import platform
 import re
-import tempfile
 import time
 from pathlib import Path
 
@@ -25,6 +24,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from lm.files import atomic_write
 
 DTYPES = ("bfloat16", "float32")
 
@@ -159,14 +160,8 @@ def _write_cache(path: Path, cache: dict[str, float]) -> None:
     """Write the cache atomically (temp file in the same directory, then rename)."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump(cache, f, indent=1, sort_keys=True)
-            os.replace(tmp, path)
-        except BaseException:
-            os.unlink(tmp)
-            raise
+        with atomic_write(path) as f:
+            f.write(json.dumps(cache, indent=1, sort_keys=True).encode("utf-8"))
     except OSError as e:
         raise OSError(
             f"cannot write the peak FLOP/s cache {path}: {e}; "
