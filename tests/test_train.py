@@ -138,3 +138,14 @@ def test_resuming_with_a_changed_model_is_refused(trained_run):
     from lm.config import ConfigError
     with pytest.raises(ConfigError, match="'model.d_model' is 32 but the run"):
         train(cfg, trained_run)
+
+
+def test_quickstart_trains_plots_and_samples(corpus_dir, tmp_path):
+    """The quickstart's wiring, on the small corpus instead of the whole standard library."""
+    result = run_cli("quickstart", "--workdir", str(tmp_path), f"--config.data.sources=['{corpus_dir}']",
+                     "--config.model.vocab_size=512", "--config.train.steps=4",
+                     "--config.train.warmup_steps=1", "--config.data.heldout_fraction=0.1")
+    assert result.returncode == 0, result.stderr
+    assert f"loss plot: {tmp_path / 'loss.png'}" in result.stdout
+    assert "--- sample (step 4) ---\ndef " in result.stdout
+    assert (tmp_path / "loss.png").exists()
