@@ -1,8 +1,9 @@
-"""The `lm` command: train, sample and quickstart.
+"""The `lm` command: train, sample, quickstart, fit (and sweep).
 
     lm train --config experiments/configs/tiny.py --config.train.steps=200 --workdir runs/x
     lm sample --workdir runs/x --prompt "def " --max-new-tokens 64
     lm quickstart [--workdir runs/quickstart] [--config.train.steps=...]
+    lm fit --csv FILE --n-col COL --c-col COL --loss-col COL --method approach3
 
 Bad input exits non-zero with one line naming the field or file.
 """
@@ -101,6 +102,9 @@ def build_parser() -> argparse.ArgumentParser:
                                 "standard library's source (offline, CPU), then sample")
     quick.add_argument("--workdir", default="runs/quickstart")
     quick.set_defaults(run=_quickstart)
+
+    from lm.scaling.cli import register as register_fit
+    register_fit(commands)
     return parser
 
 
