@@ -4,6 +4,7 @@
     lm sample --workdir runs/x --prompt "def " --max-new-tokens 64
     lm quickstart [--workdir runs/quickstart] [--config.train.steps=...]
     lm fit --csv FILE --n-col COL --c-col COL --loss-col COL --method approach3
+    lm sweep plan|run|status|slurm --config experiments/sweeps/NAME.py --workdir DIR
 
 Bad input exits non-zero with one line naming the field or file.
 """
@@ -104,7 +105,9 @@ def build_parser() -> argparse.ArgumentParser:
     quick.set_defaults(run=_quickstart)
 
     from lm.scaling.cli import register as register_fit
+    from lm.sweep.cli import register as register_sweep
     register_fit(commands)
+    register_sweep(commands)
     return parser
 
 

@@ -257,13 +257,18 @@ def load_config(path: str | Path | None, overrides: Sequence[str] = ()) -> ml_co
         if not hasattr(module, "get_config"):
             raise ConfigError(f"config file {path} defines no get_config()")
         merge(cfg, _to_dict(module.get_config()))
+    return validate(apply_overrides(cfg, overrides))
+
+
+def apply_overrides(cfg: ml_collections.ConfigDict, overrides: Sequence[str]) -> ml_collections.ConfigDict:
+    """Apply `--config.section.field=value` strings to `cfg` in order (not validated)."""
     for arg in overrides:
         keys, value = parse_override(arg.removeprefix("--"))
         nested: dict[str, Any] = {keys[-1]: value}
         for key in reversed(keys[:-1]):
             nested = {key: nested}
         merge(cfg, nested)
-    return validate(cfg)
+    return cfg
 
 
 def _to_dict(value: Any) -> Any:

@@ -74,6 +74,7 @@ def _split(docs: Iterable[Document], fraction: float, heldout: bool) -> Iterator
 def build_run_data(d: ml_collections.ConfigDict, vocab_size: int, workdir: Path) -> RunData:
     """Create (or reuse) the corpus record, tokenizer and train/held-out token shards."""
     workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
     corpus_path = workdir / "corpus.json"
     if not corpus_path.exists():
         print(f"[data] reading corpus from {', '.join(d.sources)}", flush=True)

@@ -1,0 +1,9 @@
+"""Scaling-law sweeps: plan model sizes and token counts, run them, collect the results.
+
+    plan.py     shapes for a target N, steps for D, D for a FLOP budget, RunSpec, the table
+    grid.py     sweep files (experiments/sweeps/*.py): validation and expansion into runs
+    runner.py   local runs as subprocesses, resumable; run status
+    results.py  results.csv and curves.csv, and `read_results`
+    slurm.py    a Slurm job array, one task per run
+    cli.py      `lm sweep plan | run | status | slurm`
+"""

@@ -1,0 +1,122 @@
+"""`lm sweep`: plan, run, inspect and submit scaling-law sweeps.
+
+    lm sweep plan   --config experiments/sweeps/isoflop_cpu.py [--config.S.F=V ...]
+    lm sweep run    --config FILE --workdir DIR [--parallel K] [--config.S.F=V ...]
+    lm sweep status --workdir DIR
+    lm sweep slurm  --config FILE --workdir DIR [--partition P --time T --gpus-per-node G
+                    --nodes N] [--submit] [--config.S.F=V ...]
+
+`--config.S.F=V` overrides apply to every run (fields the sweep plans are refused).
+`run` exits 1 when any run failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from lm.config import ConfigError
+
+
+def _plan(args: argparse.Namespace, overrides: list[str]) -> None:
+    from lm.sweep.grid import expand, load_sweep
+    from lm.sweep.plan import format_table
+
+    sweep = load_sweep(args.config)
+    print(format_table(expand(sweep, overrides), n_kind=sweep.n_kind))
+
+
+def _run(args: argparse.Namespace, overrides: list[str]) -> None:
+    from lm.sweep.runner import run_sweep
+
+    final = run_sweep(Path(args.config), Path(args.workdir), overrides, parallel=args.parallel)
+    failed = [s.name for s in final if s.status == "failed"]
+    if failed:
+        print(f"lm sweep run: {len(failed)} run(s) failed: {', '.join(failed)}; see "
+              f"{Path(args.workdir) / 'runs'}/<name>/stderr.log", file=sys.stderr)
+        raise SystemExit(1)
+
+
+def _status(args: argparse.Namespace, overrides: list[str]) -> None:
+    from lm.sweep.results import read_results
+    from lm.sweep.runner import RUNS_DIR, STATUSES, statuses, stderr_tail, write_sweep_results
+
+    if overrides:
+        raise ConfigError("lm sweep status takes no --config.* overrides; the sweep's own are used")
+    workdir = Path(args.workdir)
+    final = statuses(workdir)
+    results, curves = write_sweep_results(workdir, final)
+    heldout = {row["run"]: row["heldout_loss"] for row in read_results(results)}
+    width = max(len(s.name) for s in final)
+    for s in final:
+        line = f"{s.name.ljust(width)}  {s.status:<8}"
+        if s.status == "done" and heldout[s.name] is not None:
+            line += f"  held-out loss {heldout[s.name]:.4f}"
+        if s.status in ("started", "failed"):
+            line += (f"  step {s.last_step or 0}/{s.steps} logged, checkpoint "
+                     f"{s.checkpoint_step or 'none'}")
+        if s.status == "started":
+            line += " (running or interrupted)"
+        if s.status == "failed":
+            tail = stderr_tail(workdir / RUNS_DIR / s.name, lines=1)
+            line += f"  exit {s.returncode}: {tail[0] if tail else 'no stderr'}"
+        print(line)
+    counts = ", ".join(f"{sum(s.status == k for s in final)} {k}" for k in STATUSES)
+    print(f"{len(final)} runs: {counts}\nresults: {results}\ncurves: {curves}")
+
+
+def _slurm(args: argparse.Namespace, overrides: list[str]) -> None:
+    from lm.sweep.runner import prepare, statuses
+    from lm.sweep.slurm import SlurmOptions, submit, write_job
+
+    options = SlurmOptions(partition=args.partition, time=args.time,
+                           gpus_per_node=args.gpus_per_node, nodes=args.nodes)
+    options.check()
+    workdir = Path(args.workdir)
+    specs = prepare(Path(args.config), workdir, overrides)
+    todo = [spec for spec, s in zip(specs, statuses(workdir)) if s.status != "done"]
+    if not todo:
+        print(f"all {len(specs)} runs in {workdir} are done; nothing to submit")
+        return
+    script = write_job(workdir, todo, options)
+    print(f"{script} ({len(todo)} of {len(specs)} runs)")
+    if args.submit:
+        try:
+            print(submit(script))
+        except RuntimeError as err:
+            print(f"lm sweep slurm: error: {err}", file=sys.stderr)
+            raise SystemExit(1)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add `sweep` and its subcommands (plan, run, status, slurm) to the `lm` parser; each
+    sets `run(args, overrides)` like the other `lm` commands."""
+    sweep = subparsers.add_parser("sweep", help="plan, run and inspect scaling-law sweeps",
+                                  description=__doc__,
+                                  formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = sweep.add_subparsers(dest="sweep_command", required=True)
+
+    plan = commands.add_parser("plan", help="print the runs a sweep file plans")
+    plan.add_argument("--config", required=True, help="sweep file with get_sweep()")
+    plan.set_defaults(run=_plan)
+
+    run = commands.add_parser("run", help="run (or resume) a sweep locally, one subprocess per run")
+    run.add_argument("--config", required=True, help="sweep file with get_sweep()")
+    run.add_argument("--workdir", required=True, help="sweep directory; rerunning resumes")
+    run.add_argument("--parallel", type=int, default=1, help="runs trained at once (default 1)")
+    run.set_defaults(run=_run)
+
+    status = commands.add_parser("status", help="show each run's status; write results.csv")
+    status.add_argument("--workdir", required=True)
+    status.set_defaults(run=_status)
+
+    slurm = commands.add_parser("slurm", help="write (and --submit) a Slurm job array, one task per run")
+    slurm.add_argument("--config", required=True, help="sweep file with get_sweep()")
+    slurm.add_argument("--workdir", required=True, help="sweep directory, on a filesystem all nodes share")
+    slurm.add_argument("--partition", default="")
+    slurm.add_argument("--time", default="", help="time limit per run, e.g. 24:00:00")
+    slurm.add_argument("--gpus-per-node", type=int, default=0)
+    slurm.add_argument("--nodes", type=int, default=1, help="nodes per run (multi-host training)")
+    slurm.add_argument("--submit", action="store_true", help="submit the script with sbatch")
+    slurm.set_defaults(run=_slurm)

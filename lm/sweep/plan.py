@@ -1,0 +1,207 @@
+"""Plan sweep runs: a model shape for a target parameter count, steps for a token count,
+tokens for a FLOP budget, and the `RunSpec` of each run with its counts and compute.
+
+The shape family (`ShapeFamily`) is the rule every planned model follows:
+
+- multi-head attention with a fixed `head_dim`: d_model = num_heads * head_dim and
+  num_kv_heads = num_heads (as in the Kaplan and Chinchilla model families);
+- an aspect ratio d_model / num_layers inside [min_aspect, max_aspect] (Kaplan et al.
+  2020 find that at fixed N the loss changes by only a few percent over a wide range of
+  aspect ratios; the default band is 32-64);
+- a SwiGLU width d_ff = 8/3 d_model rounded to the nearest multiple of `ffn_multiple`.
+
+Among the family's shapes the planner takes the one whose parameter count (total or
+non-embedding, the caller says which; counted by `lm.scaling.counts.param_counts`)
+is nearest the target in log space, ties going to the aspect ratio nearest the
+band's geometric middle. If that count is off by more than the tolerance, it raises
+ConfigError naming the target and the nearest counts the family can reach.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from types import SimpleNamespace
+from typing import Any, Sequence
+
+import ml_collections
+
+from lm.config import ConfigError, default_config, merge, validate
+from lm.scaling.counts import param_counts, train_flops_per_token
+
+N_KINDS = ("non_embedding", "total")  # which parameter count a target N means
+FLOPS_KINDS = ("6n", "exact")  # how a FLOP budget is turned into tokens
+
+
+@dataclasses.dataclass(frozen=True)
+class ShapeFamily:
+    """The rule planned shapes follow (see the module docstring)."""
+
+    head_dim: int = 64
+    min_aspect: float = 32.0
+    max_aspect: float = 64.0
+    ffn_multiple: int = 64
+
+
+@dataclasses.dataclass(frozen=True)
+class Shape:
+    num_layers: int
+    d_model: int
+    num_heads: int
+    num_kv_heads: int
+    d_ff: int
+
+    def model_overrides(self) -> dict[str, int]:
+        """The `model` section fields this shape sets (head_dim 0: d_model // num_heads)."""
+        return {**dataclasses.asdict(self), "head_dim": 0}
+
+
+def _n(m: ml_collections.ConfigDict | SimpleNamespace, n_kind: str) -> int:
+    counts = param_counts(m)
+    return counts.non_embedding if n_kind == "non_embedding" else counts.total
+
+
+def _with_shape(base_fields: dict[str, Any], shape: Shape) -> SimpleNamespace:
+    """A model config with `shape`: a plain namespace, since the counts only read fields and
+    a ConfigDict per candidate shape would dominate the planner's time."""
+    return SimpleNamespace(**{**base_fields, **shape.model_overrides()})
+
+
+def family_shapes(family: ShapeFamily, max_d_model: int) -> list[Shape]:
+    """Every shape of the family with d_model <= max_d_model."""
+    shapes = []
+    for d in range(family.head_dim, max_d_model + 1, family.head_dim):
+        d_ff = max(family.ffn_multiple, round(8 / 3 * d / family.ffn_multiple) * family.ffn_multiple)
+        for layers in range(max(1, math.ceil(d / family.max_aspect)), int(d // family.min_aspect) + 1):
+            heads = d // family.head_dim
+            shapes.append(Shape(layers, d, heads, heads, d_ff))
+    return shapes
+
+
+def shape_for_params(target: float, base_model: ml_collections.ConfigDict, family: ShapeFamily, *,
+                     n_kind: str, tolerance: float) -> Shape:
+    """The family's shape whose `n_kind` parameter count is nearest `target`.
+
+    `base_model` supplies the fields a shape does not set (vocab_size and
+    tie_embeddings matter for the total count). Raises ConfigError when the
+    nearest count is more than `tolerance` (relative) away from the target.
+    """
+    if n_kind not in N_KINDS:
+        raise ConfigError(f"n_kind {n_kind!r} is not one of {', '.join(N_KINDS)}")
+    # 12 L d^2 (the non-embedding count) with L >= d / max_aspect bounds d_model from above.
+    max_d = int((target * family.max_aspect / 12) ** (1 / 3) * 1.5) + family.head_dim
+    middle = math.sqrt(family.min_aspect * family.max_aspect)
+    base_fields = base_model.to_dict()
+    scored = []
+    for shape in family_shapes(family, max_d):
+        n = _n(_with_shape(base_fields, shape), n_kind)
+        aspect = shape.d_model / shape.num_layers
+        scored.append((abs(math.log(n / target)), abs(math.log(aspect / middle)), n, shape))
+    if not scored:
+        raise ConfigError(f"family {family} has no shape with d_model <= {max_d}; lower "
+                          "family.head_dim or min_aspect")
+    _, _, n, shape = min(scored, key=lambda s: s[:2])
+    if abs(n / target - 1) > tolerance:
+        below = max((s[2] for s in scored if s[2] <= target), default=None)
+        above = min((s[2] for s in scored if s[2] >= target), default=None)
+        reachable = " and ".join(f"{x:,}" for x in (below, above) if x is not None)
+        raise ConfigError(
+            f"target N={target:,.0f} ({n_kind}): the nearest shapes of {family} have {reachable} "
+            f"parameters, more than {tolerance:.0%} away; choose a target near one of those or "
+            "widen the family's aspect band")
+    return shape
+
+
+def steps_for_tokens(tokens: float, batch_size: int, seq_len: int) -> int:
+    """Optimizer steps to see at least `tokens`: ceil(D / (batch_size * seq_len))."""
+    return max(1, math.ceil(tokens / (batch_size * seq_len)))
+
+
+def tokens_for_budget(budget: float, m: ml_collections.ConfigDict, seq_len: int, *,
+                      flops: str, n_kind: str) -> float:
+    """Tokens D that spend `budget` FLOPs on model `m`: C / (6 N) with the `n_kind` count,
+    or C / (exact training FLOPs per token, Chinchilla appendix F) for flops="exact"."""
+    if flops == "6n":
+        return budget / (6 * _n(m, n_kind))
+    if flops == "exact":
+        return budget / train_flops_per_token(m, seq_len)
+    raise ConfigError(f"flops {flops!r} is not one of {', '.join(FLOPS_KINDS)}")
+
+
+@dataclasses.dataclass(frozen=True)
+class RunSpec:
+    """One planned run. `overrides` are nested config overrides onto `default_config()` that
+    give the run's full config; `flops_6n` is 6 * N * tokens with the sweep's N convention,
+    `flops_exact` the Chinchilla appendix-F count times tokens; `budget` is the IsoFLOP
+    budget the run belongs to (None outside IsoFLOP sweeps)."""
+
+    name: str
+    overrides: dict[str, Any]
+    n_total: int
+    n_non_embedding: int
+    tokens: int
+    flops_6n: float
+    flops_exact: float
+    budget: float | None = None
+
+    def config(self) -> ml_collections.ConfigDict:
+        """The run's validated config."""
+        return validate(merge(default_config(), self.overrides))
+
+
+def config_overrides(cfg: ml_collections.ConfigDict) -> dict[str, Any]:
+    """The fields of `cfg` that differ from `default_config()`, nested by section."""
+    defaults, current = default_config().to_dict(), cfg.to_dict()
+    diff: dict[str, Any] = {}
+    for section, fields in current.items():
+        changed = {k: v for k, v in fields.items() if v != defaults[section][k]}
+        if changed:
+            diff[section] = changed
+    return diff
+
+
+def run_spec(name: str, cfg: ml_collections.ConfigDict, *, n_kind: str,
+             budget: float | None = None) -> RunSpec:
+    """The RunSpec of a resolved run config (tokens = steps * batch_size * seq_len)."""
+    m, seq_len = cfg.model, cfg.data.seq_len
+    counts = param_counts(m)
+    tokens = cfg.train.steps * cfg.train.batch_size * seq_len
+    n = counts.non_embedding if n_kind == "non_embedding" else counts.total
+    return RunSpec(name=name, overrides=config_overrides(cfg), n_total=counts.total,
+                   n_non_embedding=counts.non_embedding, tokens=tokens, flops_6n=6.0 * n * tokens,
+                   flops_exact=train_flops_per_token(m, seq_len) * tokens, budget=budget)
+
+
+def compact(x: float) -> str:
+    """A short, file-name-safe number: 1e9 -> '1e9', 2.5e13 -> '2.5e13', 300 -> '300'."""
+    if x < 1000:
+        return f"{x:g}"
+    exponent = math.floor(math.log10(x))
+    mantissa = f"{x / 10 ** exponent:.3g}"
+    if mantissa == "10":
+        mantissa, exponent = "1", exponent + 1
+    return f"{mantissa}e{exponent}"
+
+
+def format_table(specs: Sequence[RunSpec], *, n_kind: str) -> str:
+    """The plan as an aligned text table, one line per run, and a total-compute line."""
+    header = ["run", "budget", "layers", "d_model", "heads", "kv", "d_ff", "N_total",
+              "N_non_emb", "steps", "tokens", "D/N", "C_6N", "C_exact"]
+    rows = [header]
+    for spec in specs:
+        cfg = spec.config()
+        m, steps = cfg.model, cfg.train.steps
+        n = spec.n_non_embedding if n_kind == "non_embedding" else spec.n_total
+        rows.append([spec.name, "" if spec.budget is None else f"{spec.budget:.3g}",
+                     str(m.num_layers), str(m.d_model), str(m.num_heads),
+                     str(m.num_kv_heads), str(m.d_ff), f"{spec.n_total:,}",
+                     f"{spec.n_non_embedding:,}", f"{steps:,}", f"{spec.tokens:,}",
+                     f"{spec.tokens / n:.1f}", f"{spec.flops_6n:.3g}", f"{spec.flops_exact:.3g}"])
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    lines = ["  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w)
+                       in enumerate(zip(row, widths))) for row in rows]
+    lines.insert(1, "-" * len(lines[0]))
+    total = sum(spec.flops_exact for spec in specs)
+    lines.append(f"{len(specs)} runs; N = {n_kind} parameters, C_6N = 6 N D with that N; "
+                 f"total exact compute {total:.3g} FLOPs")
+    return "\n".join(lines)

@@ -1,0 +1,199 @@
+"""The local runner end to end on the tiny_ci sweep (real training, a few steps per run):
+data prepared once, runs in parallel, a failing run recorded while the others finish,
+results and status, a rerun that skips done runs and resumes an interrupted one."""
+
+import argparse
+import contextlib
+import fcntl
+import io
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from lm.config import ConfigError, parse_override, to_json_dict
+from lm.data.corpus import stdlib_corpus
+from lm.sweep.cli import register
+from lm.sweep.grid import expand, load_sweep
+from lm.sweep.results import RESULT_COLUMNS, read_results
+from lm.sweep.runner import config_args, launch, prepare, run_status, stderr_tail
+from lm.train.metrics import read_metrics
+
+TINY_CI = Path(__file__).resolve().parents[1] / "experiments" / "sweeps" / "tiny_ci.py"
+FAILING = "C8e8-d32-L2"  # its workdir holds another run's config, so `lm train` refuses it
+INTERRUPTED = "C6e8-d32-L1"  # 17 steps, checkpoints at 15 and 17
+
+
+def lm_sweep(*argv: str) -> tuple[int, str]:
+    """Run `lm sweep ...` in-process; (exit status, stdout)."""
+    parser = argparse.ArgumentParser(prog="lm")
+    register(parser.add_subparsers(dest="command", required=True))
+    overrides = [a for a in argv if a.startswith("--config.")]
+    args = parser.parse_args(["sweep", *[a for a in argv if not a.startswith("--config.")]])
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        try:
+            args.run(args, overrides)
+        except SystemExit as exit:
+            return exit.code, out.getvalue()
+    return 0, out.getvalue()
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> Path:
+    """About 100 KB of small standard-library modules."""
+    out = tmp_path_factory.mktemp("corpus")
+    size = 0
+    for doc in stdlib_corpus()[0]:
+        if size > 100_000:
+            break
+        if len(doc.text) < 12_000:
+            (out / doc.id).parent.mkdir(parents=True, exist_ok=True)
+            (out / doc.id).write_text(doc.text)
+            size += len(doc.text)
+    return out
+
+
+@pytest.fixture(scope="module")
+def data_overrides(corpus) -> list[str]:
+    return [f"--config.data.sources=['{corpus}']", "--config.data.heldout_fraction=0.1"]
+
+
+@pytest.fixture(scope="module")
+def first_run(tmp_path_factory, data_overrides):
+    workdir = tmp_path_factory.mktemp("sweep")
+    spec = next(s for s in expand(load_sweep(TINY_CI), data_overrides) if s.name == FAILING)
+    alien = to_json_dict(spec.config())
+    alien["model"]["d_model"] = 48
+    (workdir / "runs" / FAILING).mkdir(parents=True)
+    (workdir / "runs" / FAILING / "config.json").write_text(json.dumps(alien))
+    code, out = lm_sweep("run", "--config", str(TINY_CI), "--workdir", str(workdir),
+                         "--parallel", "2", *data_overrides)
+    return workdir, code, out
+
+
+def test_every_run_trains_and_a_failure_is_recorded(first_run):
+    workdir, code, out = first_run
+    assert code == 1
+    assert "4 runs; N = non_embedding parameters" in out  # the plan is printed first
+    assert sum(": done in " in line for line in out.splitlines()) == 3
+    failed, = [line for line in out.splitlines() if "FAILED" in line]
+    assert f"{FAILING}: FAILED (exit 2)" in failed and "model.d_model" in failed
+    assert json.loads((workdir / "runs" / FAILING / "exit.json").read_text()) == {"returncode": 2}
+    assert "config field 'model.d_model'" in "\n".join(stderr_tail(workdir / "runs" / FAILING))
+    # The data was prepared once, in DIR/data, and every run read it there.
+    assert (workdir / "data" / "tokenizer" / "tokenizer.model").exists()
+    for run in (workdir / "runs").iterdir():
+        assert not (run / "tokenizer").exists() and not (run / "data").exists()
+    plan = json.loads((workdir / "sweep.json").read_text())
+    assert [r["name"] for r in plan["runs"]] == ["C6e8-d32-L1", "C6e8-d32-L2", "C8e8-d32-L1", FAILING]
+    assert plan["sweep"]["kind"] == "isoflop"
+    assert {r["overrides"]["data"]["prepared_dir"] for r in plan["runs"]} == {str(workdir / "data")}
+
+
+def test_results_have_the_columns_and_sane_numbers(first_run):
+    workdir, _, _ = first_run
+    assert (workdir / "results.csv").read_text().splitlines()[0] == ",".join(RESULT_COLUMNS)
+    rows = {r["run"]: r for r in read_results(workdir / "results.csv")}
+    assert [rows[name]["status"] for name in rows] == ["done", "done", "done", "failed"]
+    assert [rows[name]["steps"] for name in rows] == [17, 9, 22, 11]
+    for row in rows.values():
+        assert row["kind"] == "isoflop" and row["budget"] in (6e8, 8e8)
+        assert row["tokens"] == row["steps"] * 8 * 64
+        assert row["flops_6n_non_embedding"] == 6 * row["n_non_embedding"] * row["tokens"]
+        assert abs(row["flops_6n_non_embedding"] / row["budget"] - 1) < 0.1
+        assert row["flops_exact"] > row["flops_6n_total"] > row["flops_6n_non_embedding"]
+        if row["status"] == "done":
+            assert 3.0 < row["final_train_loss"] < 6.5 and 3.0 < row["heldout_loss"] < 6.5
+        else:
+            assert row["final_train_loss"] is None and row["heldout_loss"] is None
+    curves = read_results(workdir / "curves.csv")
+    assert len(curves) == 17 + 9 + 22
+    assert [c["heldout_loss"] is not None for c in curves].count(True) == 3  # the final evals
+
+
+def test_status_shows_each_run(first_run):
+    workdir, _, _ = first_run
+    code, out = lm_sweep("status", "--workdir", str(workdir))
+    lines = out.splitlines()
+    assert code == 0 and lines[0].split()[:2] == ["C6e8-d32-L1", "done"]
+    failed = next(line for line in lines if line.startswith(FAILING))
+    assert "failed" in failed and "exit 2" in failed and "model.d_model" in failed
+    assert "4 runs: 3 done, 0 started, 1 failed, 0 pending" in out
+
+
+def test_a_changed_plan_is_refused(first_run, data_overrides):
+    workdir, _, _ = first_run
+    with pytest.raises(ConfigError, match=r"sweep.json planned run C6e8-d32-L1 with "
+                                          r"train.lr=0.01, now 0.02; use a new --workdir"):
+        prepare(TINY_CI, workdir, [*data_overrides, "--config.train.lr=0.02"])
+
+
+def test_a_rerun_skips_done_runs_and_resumes_an_interrupted_one(first_run, data_overrides):
+    workdir, _, _ = first_run
+    runs = workdir / "runs"
+    before = read_metrics(runs / INTERRUPTED / "metrics.jsonl")
+    # A machine that died after the run's step-15 checkpoint, taking the runner with it: no
+    # final checkpoint and no exit record.
+    shutil.rmtree(runs / INTERRUPTED / "checkpoints" / "17")
+    (runs / INTERRUPTED / "exit.json").unlink()
+    status = run_status(runs / INTERRUPTED, INTERRUPTED, 17)
+    assert (status.status, status.checkpoint_step, status.last_step) == ("started", 15, 17)
+    untouched = {name: ((runs / name / "metrics.jsonl").stat().st_mtime_ns,
+                        (runs / name / "stdout.log").read_bytes())
+                 for name in ("C6e8-d32-L2", "C8e8-d32-L1")}
+
+    code, out = lm_sweep("run", "--config", str(TINY_CI), "--workdir", str(workdir),
+                         "--parallel", "2", *data_overrides)
+
+    assert code == 1  # the failing run was retried, and failed again
+    assert "C6e8-d32-L2: already done (step 9)" in out and "C8e8-d32-L1: already done" in out
+    for name, (mtime, log) in untouched.items():  # no trainer started for the done runs
+        assert (runs / name / "metrics.jsonl").stat().st_mtime_ns == mtime
+        assert (runs / name / "stdout.log").read_bytes() == log
+    assert "[train] resumed from step 15" in (runs / INTERRUPTED / "stdout.log").read_text()
+    after = read_metrics(runs / INTERRUPTED / "metrics.jsonl")
+    assert [r["step"] for r in after] == list(range(1, 18))
+    assert [r["loss"] for r in after] == [r["loss"] for r in before]  # resumed bit for bit
+    code, out = lm_sweep("status", "--workdir", str(workdir))
+    assert "4 runs: 3 done, 0 started, 1 failed, 0 pending" in out
+
+
+def test_config_args_round_trip():
+    overrides = {"data": {"sources": ("a b", "c'd"), "prepared_dir": "/x y"},
+                 "train": {"lr": 3e-4, "steps": 7, "async_checkpoint": False}}
+    parsed = [parse_override(arg[2:]) for arg in config_args(overrides)]
+    assert parsed == [(["data", "sources"], ("a b", "c'd")), (["data", "prepared_dir"], "/x y"),
+                      (["train", "lr"], 3e-4), (["train", "steps"], 7),
+                      (["train", "async_checkpoint"], False)]
+
+
+def test_run_status_reads_checkpoints_metrics_and_exit_records(tmp_path):
+    assert run_status(tmp_path / "none", "x", 10).status == "pending"
+    (tmp_path / "checkpoints" / "5").mkdir(parents=True)
+    (tmp_path / "checkpoints" / "10.orbax-checkpoint-tmp-1").mkdir()  # a save cut short
+    status = run_status(tmp_path, "x", 10)
+    assert (status.status, status.checkpoint_step, status.last_step) == ("started", 5, None)
+    (tmp_path / "exit.json").write_text('{"returncode": 0}')
+    assert run_status(tmp_path, "x", 10).status == "failed"  # exited before its last step
+    (tmp_path / "checkpoints" / "10").mkdir()
+    assert run_status(tmp_path, "x", 10).status == "done"
+
+
+def test_stderr_tail_keeps_the_last_state_of_progress_bars(tmp_path):
+    (tmp_path / "stderr.log").write_text("a\n 10%|#\r 50%|###\r100%|#####\n\nerror: x\n")
+    assert stderr_tail(tmp_path, lines=2) == ["100%|#####", "error: x"]
+
+
+def test_a_locked_run_is_not_launched(tmp_path):
+    spec = expand(load_sweep(TINY_CI))[0]
+    tmp_path.joinpath(".lock").touch()
+    fd = os.open(tmp_path / ".lock", os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        assert launch(spec, tmp_path) is None
+    finally:
+        os.close(fd)
+    assert not (tmp_path / "stdout.log").exists()
