@@ -26,12 +26,10 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-
 import pyarrow as pa
 import pyarrow.parquet as pq
 import zstandard
 
-from lm.files import atomic_write, write_json_atomic  # noqa: F401  (moved; kept importable here)
 
 JSONL_SUFFIXES = (".jsonl", ".jsonl.gz", ".jsonl.zst")
 PARQUET_SUFFIX = ".parquet"

@@ -18,7 +18,7 @@ import io
 from pathlib import Path
 from typing import Any, Sequence
 
-from lm.data.read import atomic_write
+from lm.files import atomic_write
 from lm.scaling.counts import train_flops_per_token
 from lm.sweep.plan import RunSpec
 from lm.train.metrics import METRICS_FILE, read_metrics

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 from lm.config import ConfigError
-from lm.data.read import write_json_atomic
+from lm.files import write_json_atomic
 from lm.sweep.grid import Sweep, expand, load_sweep
 from lm.sweep.plan import RunSpec, format_table
 from lm.sweep.results import write_results

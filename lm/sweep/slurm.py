@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Sequence
 
 from lm.config import ConfigError
-from lm.data.read import atomic_write, write_json_atomic
+from lm.files import atomic_write, write_json_atomic
 from lm.sweep.plan import RunSpec
 from lm.sweep.runner import EXIT_FILE, RUNS_DIR, STDERR_LOG, STDOUT_LOG, config_args
 
