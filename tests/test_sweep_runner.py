@@ -11,6 +11,7 @@ import os
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from lm.config import ConfigError, parse_override, to_json_dict
@@ -197,3 +198,23 @@ def test_a_locked_run_is_not_launched(tmp_path):
     finally:
         os.close(fd)
     assert not (tmp_path / "stdout.log").exists()
+
+
+def test_lm_fit_runs_on_the_sweep_results(first_run):
+    """The tiny sweep's results feed `lm fit` (KM L(N) on the three finished runs)."""
+    from lm.scaling.cli import main as fit_main
+
+    workdir, _, _ = first_run
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert fit_main(["fit", "--sweep", str(workdir), "--method", "km",
+                         "--n-convention", "non_embedding"]) == 0
+    fit = json.loads(out.getvalue())
+    assert fit["method"] == "km" and fit["n_points"] == 3
+    assert fit["n_convention"] == "non_embedding"
+    assert fit["source"]["columns"]["N"] == "n_non_embedding"
+    # A few-step sweep need not show the laws: whatever cannot be fitted says why.
+    assert set(fit["laws"]) | set(fit["skipped"]) == {"km_n", "km_d", "km_c", "km_nd"}
+    assert fit["laws"] and all(fit["skipped"].values())
+    for law in fit["laws"].values():
+        assert all(np.isfinite(v) and v > 0 for v in law["params"].values())
