@@ -126,8 +126,8 @@ def test_register_adds_the_fit_subcommand():
                               "1e20", "1e21", "--bootstrap", "5"])
     assert (args.command, args.method, args.at_flops, args.bootstrap) == (
         "fit", "approach2", [1e20, 1e21], 5)
-    assert (args.n_convention, args.c_convention, args.seed, args.out) == ("total", "6ND", 0,
-                                                                           None)
+    # Unset conventions are resolved when the fit runs (a sweep's own, else total and 6ND).
+    assert (args.n_convention, args.c_convention, args.seed, args.out) == (None, None, 0, None)
     assert callable(args.run)
     with pytest.raises(SystemExit):  # --csv and --sweep exclude each other
         parser.parse_args(["fit", "--sweep", "d", "--csv", "f", "--method", "km"])

@@ -207,11 +207,11 @@ def test_lm_fit_runs_on_the_sweep_results(first_run):
     workdir, _, _ = first_run
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
-        assert fit_main(["fit", "--sweep", str(workdir), "--method", "km",
-                         "--n-convention", "non_embedding"]) == 0
+        assert fit_main(["fit", "--sweep", str(workdir), "--method", "km"]) == 0
     fit = json.loads(out.getvalue())
     assert fit["method"] == "km" and fit["n_points"] == 3
-    assert fit["n_convention"] == "non_embedding"
+    # The conventions default to those the sweep was planned in (tiny_ci: non-embedding N, 6N).
+    assert (fit["n_convention"], fit["c_convention"]) == ("non_embedding", "6ND")
     assert fit["source"]["columns"]["N"] == "n_non_embedding"
     # A few-step sweep need not show the laws: whatever cannot be fitted says why.
     assert set(fit["laws"]) | set(fit["skipped"]) == {"km_n", "km_d", "km_c", "km_nd"}

@@ -64,10 +64,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "budget column; without it points with equal C form a profile")
     parser.add_argument("--loss", help="--sweep: heldout (default; heldout_loss) or train "
                         "(final_train_loss, and train_loss along curves)")
-    parser.add_argument("--n-convention", default="total", help="N counts total (default) or "
-                        "non_embedding parameters; with --sweep it picks the column")
-    parser.add_argument("--c-convention", default="6ND", help="C is 6ND (default) or exact "
-                        "FLOPs; with --sweep it picks the column")
+    parser.add_argument("--n-convention", help="N counts total or non_embedding parameters "
+                        "(default: total; with --sweep, the convention the sweep was planned in)")
+    parser.add_argument("--c-convention", help="C is 6ND or exact FLOPs (default: 6ND; with "
+                        "--sweep, the convention the sweep sized its runs by)")
     parser.add_argument("--bootstrap", type=int, default=0, metavar="K",
                         help="K > 0 adds 95%% bootstrap intervals from K resamples")
     parser.add_argument("--seed", type=int, default=0, help="bootstrap seed")
@@ -419,8 +419,20 @@ FITTERS = {"km": _km, "approach1": _approach1, "approach2": _approach2,
            "approach3": _approach3}
 
 
+def _default_conventions(args: argparse.Namespace) -> None:
+    """Fill unset conventions: a sweep's own (from DIR/sweep.json), else total N and 6ND."""
+    planned = {}
+    plan_path = args.sweep / "sweep.json" if args.sweep is not None else None
+    if plan_path is not None and plan_path.exists():
+        sweep = json.loads(plan_path.read_text()).get("sweep", {})
+        planned = {"n": sweep.get("n_kind"), "c": {"exact": "exact", "6n": "6ND"}.get(sweep.get("flops"))}
+    args.n_convention = args.n_convention or planned.get("n") or "total"
+    args.c_convention = args.c_convention or planned.get("c") or "6ND"
+
+
 def fit_report(args: argparse.Namespace) -> dict:
     """Run the fit `args` describe; the JSON-ready report (plots written when args.out)."""
+    _default_conventions(args)
     _check_args(args)
     conv = {"n_convention": args.n_convention, "c_convention": args.c_convention}
     with warnings.catch_warnings(record=True) as caught:
