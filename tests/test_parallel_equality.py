@@ -1,0 +1,155 @@
+"""Sharded training equals single-device training, on 8 simulated CPU devices.
+
+The device count is fixed when jax starts, so the body runs in a subprocess with its own
+XLA_FLAGS and prints JSON; the tests check it. One subprocess serves every test.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+MESHES = {"data8": {"data": 8}, "fsdp8": {"fsdp": 8}, "d2f2t2": {"data": 2, "fsdp": 2, "tensor": 2}}
+
+SCRIPT = r'''
+import json, sys
+import jax, jax.numpy as jnp, numpy as np
+from lm.config import default_config
+from lm.model.sharding import use_mesh_rules
+from lm.parallel.mesh import make_mesh
+from lm.parallel.rules import (DEFAULT_RULES, batch_sharding, shard_params_init,
+                               train_state_shardings)
+from lm.train.loop import build_model
+from lm.train.optim import make_optimizer
+from lm.train.step import batch_loss_sums, init_train_state, make_train_step
+
+meshes = json.loads(sys.argv[1])
+assert jax.device_count() == 8, jax.device_count()
+cfg = default_config()
+m = cfg.model
+m.update(dict(vocab_size=64, d_model=32, num_layers=2, num_heads=4, num_kv_heads=2, d_ff=48,
+              max_seq_len=64, param_dtype="float32", compute_dtype="float32"))
+t = cfg.train
+t.update(dict(steps=3, warmup_steps=1, lr=1e-2))
+B, L, STEPS = 8, 16, 3
+rng = np.random.default_rng(0)
+batches = []
+for _ in range(STEPS):
+    tokens = rng.integers(0, m.vocab_size, (B, L + 1)).astype(np.int32)
+    batches.append({"inputs": tokens[:, :-1], "targets": tokens[:, 1:],
+                    "positions": np.broadcast_to(np.arange(L, dtype=np.int32), (B, L)).copy(),
+                    "segment_ids": np.ones((B, L), np.int32)})
+
+def nll(graphdef):
+    return lambda p, b: batch_loss_sums(graphdef, p, b)["nll"]
+
+def run(mesh_sizes):
+    if mesh_sizes is None:  # the reference: one device, no mesh
+        graphdef, params = build_model(m, t.seed)
+        optimizer = make_optimizer(t, params)
+        state = jax.jit(lambda p: init_train_state(p, optimizer))(params)
+        step = jax.jit(make_train_step(graphdef, optimizer, grad_accum=1, z_loss=0.0))
+        grad = jax.jit(jax.grad(nll(graphdef)))
+        put = lambda b: b
+        ctx = None
+    else:
+        mesh = make_mesh(mesh_sizes)
+        graphdef, params, shardings = shard_params_init(m, t.seed, mesh, DEFAULT_RULES)
+        optimizer = make_optimizer(t, params)
+        state_sh = train_state_shardings(optimizer, params, shardings, mesh)
+        state = jax.jit(lambda p: init_train_state(p, optimizer), out_shardings=state_sh)(params)
+        bsh = batch_sharding(mesh, DEFAULT_RULES)
+        step = jax.jit(make_train_step(graphdef, optimizer, grad_accum=1, z_loss=0.0),
+                       in_shardings=(state_sh, bsh), out_shardings=(state_sh, None))
+        grad = jax.jit(jax.grad(nll(graphdef)), in_shardings=(shardings, bsh),
+                       out_shardings=shardings)
+        put = lambda b: jax.device_put(b, bsh)
+        ctx = use_mesh_rules(mesh, DEFAULT_RULES)
+    out = {}
+    # per-device bytes of parameters and of the whole train state (max over devices)
+    def per_device(tree):
+        counts = {}
+        for leaf in jax.tree.leaves(tree):
+            for shard in leaf.addressable_shards:
+                counts[shard.device.id] = counts.get(shard.device.id, 0) + shard.data.nbytes
+        return max(counts.values())
+    out["param_bytes"] = per_device(state["params"])
+    out["state_bytes"] = per_device(state)
+    out["embed_bytes"] = per_device(state["params"]["embed"])
+    out["embed_spec"] = str(state["params"]["embed"].sharding.spec) if mesh_sizes else ""
+    out["mu_embed_spec"] = (str(state["opt_state"][1][0].mu["embed"].sharding.spec)
+                            if mesh_sizes else "")
+    import contextlib
+    with ctx or contextlib.nullcontext():
+        g = grad(state["params"], put(batches[0]))
+        out["grads"] = {jax.tree_util.keystr(k): np.asarray(v).ravel().tolist()
+                        for k, v in jax.tree_util.tree_leaves_with_path(g)}
+        losses, norms = [], []
+        for b in batches:
+            state, metrics = step(state, put(b))
+            losses.append(float(metrics["loss"]))
+            norms.append(float(metrics["grad_norm"]))
+        out["losses"], out["grad_norms"] = losses, norms
+        out["params"] = {jax.tree_util.keystr(k): np.asarray(v).ravel().tolist()
+                         for k, v in jax.tree_util.tree_leaves_with_path(state["params"])}
+        out["params_sharding_kept"] = (
+            mesh_sizes is None or str(state["params"]["embed"].sharding.spec) == out["embed_spec"])
+    return out
+
+results = {"single": run(None)}
+for name, sizes in meshes.items():
+    results[name] = run(sizes)
+print("RESULT" + json.dumps(results))
+'''
+
+
+@pytest.fixture(scope="module")
+def results():
+    env = dict(os.environ)
+    env["XLA_FLAGS"] = ("--xla_force_host_platform_device_count=8 "
+                        "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true")
+    env["JAX_PLATFORMS"] = "cpu"
+    proc = subprocess.run([sys.executable, "-c", SCRIPT, json.dumps(MESHES)], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    line = next(l for l in proc.stdout.splitlines() if l.startswith("RESULT"))
+    return json.loads(line[len("RESULT"):])
+
+
+def _close(a, b, rtol=1e-5, atol=1e-7):
+    import numpy as np
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=rtol, atol=atol)
+
+
+@pytest.mark.parametrize("name", list(MESHES))
+def test_gradients_equal_single_device(results, name):
+    ref, got = results["single"]["grads"], results[name]["grads"]
+    assert ref.keys() == got.keys()
+    for key in ref:
+        scale = max(abs(x) for x in ref[key])
+        _close(got[key], ref[key], atol=1e-6 * scale)
+
+
+@pytest.mark.parametrize("name", list(MESHES))
+def test_three_steps_give_the_same_losses_and_params(results, name):
+    ref, got = results["single"], results[name]
+    _close(got["losses"], ref["losses"])
+    _close(got["grad_norms"], ref["grad_norms"])
+    assert len(set(ref["losses"])) == 3  # training moved
+    for key in ref["params"]:
+        _close(got["params"][key], ref["params"][key], atol=1e-6)
+    assert got["params_sharding_kept"]
+
+
+def test_parameter_bytes_shrink_with_fsdp(results):
+    single, data8, fsdp8, mixed = (results[k] for k in ("single", "data8", "fsdp8", "d2f2t2"))
+    assert data8["param_bytes"] == single["param_bytes"]  # pure data parallelism replicates
+    assert fsdp8["embed_bytes"] * 8 == single["embed_bytes"]
+    assert fsdp8["param_bytes"] * 8 == single["param_bytes"]  # every dim here divides by 8
+    assert fsdp8["state_bytes"] < single["state_bytes"] / 7  # mu and nu are sharded too
+    assert mixed["embed_bytes"] * 4 == single["embed_bytes"]  # fsdp 2 x tensor 2
+    assert single["param_bytes"] / 8 <= mixed["param_bytes"] < single["param_bytes"] / 3
+    assert fsdp8["embed_spec"] == "P('tensor', 'fsdp')"
+    assert fsdp8["mu_embed_spec"] == fsdp8["embed_spec"]
