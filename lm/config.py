@@ -92,6 +92,12 @@ def default_config() -> ml_collections.ConfigDict:
     t.async_checkpoint = True
     t.max_bad_steps = 5
 
+    c.mesh = ml_collections.ConfigDict()  # device mesh sizes; one may be -1 (the rest)
+    c.mesh.data = -1
+    c.mesh.fsdp = 1
+    c.mesh.tensor = 1
+    c.mesh.stage = 1
+
     c.sample = ml_collections.ConfigDict()
     s = c.sample
     s.max_new_tokens = 64
@@ -169,6 +175,14 @@ def validate(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     for name in ("weight_decay", "z_loss", "clip_norm", "keep_every"):
         if t[name] < 0:
             _fail(f"train.{name}", f"must be >= 0, got {t[name]}")
+    sizes = {axis: cfg.mesh[axis] for axis in cfg.mesh.keys()}
+    for axis, size in sizes.items():
+        if size == 0 or size < -1:
+            _fail(f"mesh.{axis}", f"must be a positive size or -1 (all remaining devices), got {size}")
+    if list(sizes.values()).count(-1) > 1:
+        _fail("mesh", f"at most one axis may be -1, got {sizes}")
+    if cfg.mesh.stage != 1:
+        _fail("mesh.stage", "pipeline parallelism is not implemented yet; use mesh.stage=1")
     if s.temperature < 0:
         _fail("sample.temperature", f"must be >= 0 (0 is greedy), got {s.temperature}")
     if s.top_k < 0:

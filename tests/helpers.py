@@ -48,3 +48,22 @@ def random_tokens(shape, vocab: int, seed: int = 0):
 
 def random_normal(shape, seed: int = 0):
     return jnp.asarray(np.random.default_rng(seed).standard_normal(shape), jnp.float32)
+
+
+def write_small_stdlib_corpus(out, max_bytes: int = 400_000, max_file: int = 12_000):
+    """Real text for training tests: small standard-library modules written as .py files."""
+    from pathlib import Path
+
+    from lm.data.corpus import stdlib_corpus
+
+    size = 0
+    for doc in stdlib_corpus()[0]:
+        if size > max_bytes:
+            break
+        if len(doc.text) > max_file:
+            continue
+        path = Path(out) / doc.id
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(doc.text)
+        size += len(doc.text)
+    return Path(out)

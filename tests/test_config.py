@@ -35,6 +35,8 @@ def test_overrides_are_typed():
     ("--config.train.grad_accum=3", "train.grad_accum", "does not divide train.batch_size"),
     ("--config.model.tie_embeddings=3", "model.tie_embeddings", "expects true/false"),
     ("--config.train.warmup_steps=5000", "train.warmup_steps", "must be in [0, train.steps"),
+    ("--config.mesh.fsdp=0", "mesh.fsdp", "must be a positive size or -1"),
+    ("--config.mesh.stage=2", "mesh.stage", "pipeline parallelism is not implemented yet"),
 ])
 def test_bad_fields_are_named(override, field, hint):
     with pytest.raises(ConfigError) as err:

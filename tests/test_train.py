@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from lm.config import load_config
-from lm.data.corpus import stdlib_corpus
 from lm.train.loop import TrainingDiverged, train
 from lm.train.metrics import read_metrics
+from tests.helpers import write_small_stdlib_corpus
 
 TINY = "experiments/configs/tiny.py"
 
@@ -23,18 +23,7 @@ TINY = "experiments/configs/tiny.py"
 @pytest.fixture(scope="session")
 def corpus_dir(tmp_path_factory) -> Path:
     """About 400 KB of real text: small standard-library modules, as .py files."""
-    out = tmp_path_factory.mktemp("corpus")
-    size = 0
-    for doc in stdlib_corpus()[0]:
-        if size > 400_000:
-            break
-        if len(doc.text) > 12_000:
-            continue
-        path = out / doc.id
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(doc.text)
-        size += len(doc.text)
-    return out
+    return write_small_stdlib_corpus(tmp_path_factory.mktemp("corpus"))
 
 
 def overrides(corpus: Path, **train) -> list[str]:

@@ -22,6 +22,10 @@ from lm.data.build import RunData, build_run_data
 from lm.data.loader import eval_batches, train_iterator
 from lm.files import write_json_atomic
 from lm.model.decoder import Decoder
+from lm.model.sharding import use_mesh_rules
+from lm.parallel.mesh import make_mesh
+from lm.parallel.rules import (DEFAULT_RULES, batch_sharding, check_batch_divisible, shard_params_init,
+                               train_state_shardings)
 from lm.plots import plot_loss
 from lm.scaling.counts import mfu_flops_per_token, param_counts
 from lm.train.checkpoint import Checkpointer
@@ -81,6 +85,11 @@ def load_params(workdir: Path, cfg: ml_collections.ConfigDict) -> tuple[nnx.Grap
     return graphdef, state["params"], step
 
 
+def global_batch(local: dict, sharding: jax.sharding.NamedSharding) -> dict:
+    """This host's rows of a batch as global arrays laid out by `sharding`."""
+    return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in local.items()}
+
+
 def evaluate(eval_step, params: Any, batches: list[dict]) -> dict[str, float]:
     """Mean held-out loss (nats per token) and perplexity over fixed batches."""
     totals = {"nll": 0.0, "tokens": 0.0}
@@ -100,28 +109,35 @@ def train(cfg: ml_collections.ConfigDict, workdir: Path) -> dict[str, Any]:
     m, d, t = cfg.model, cfg.data, cfg.train
     data: RunData = build_run_data(d, m.vocab_size, Path(d.prepared_dir) if d.prepared_dir else workdir)
 
-    graphdef, params = build_model(m, t.seed)
+    mesh = make_mesh(dict(cfg.mesh))
+    check_batch_divisible(t.batch_size // t.grad_accum, mesh)
+    graphdef, params, param_sh = shard_params_init(m, t.seed, mesh, DEFAULT_RULES)
     optimizer = make_optimizer(t, params)
-    state = jax.jit(lambda p: init_train_state(p, optimizer))(params)
+    state_sh = train_state_shardings(optimizer, params, param_sh, mesh)
+    state = jax.jit(lambda p: init_train_state(p, optimizer), out_shardings=state_sh)(params)
+    batch_sh = batch_sharding(mesh)
     counts = param_counts(m)
     print(f"[model] {counts.total:,} parameters ({counts.non_embedding:,} non-embedding)", flush=True)
 
     iterator = train_iterator(data.train, seq_len=d.seq_len, global_batch_size=t.batch_size,
                               seed=d.seed, bos_id=data.tokenizer.bos_id, eos_id=data.tokenizer.eos_id)
-    heldout = eval_batches(data.heldout, seq_len=d.seq_len, batch_size=t.batch_size,
-                           num_batches=t.eval_batches, bos_id=data.tokenizer.bos_id,
-                           eos_id=data.tokenizer.eos_id)
+    heldout = [global_batch(b, batch_sh) for b in eval_batches(
+        data.heldout, seq_len=d.seq_len, batch_size=t.batch_size, num_batches=t.eval_batches,
+        bos_id=data.tokenizer.bos_id, eos_id=data.tokenizer.eos_id)]
     checkpointer = Checkpointer(workdir / "checkpoints", keep_last=t.keep_last,
                                 keep_every=t.keep_every, async_save=t.async_checkpoint)
     start = checkpointer.latest_step() or 0
     if start:
-        state, data_state, _ = checkpointer.restore(start, jax.eval_shape(lambda: state))
+        abstract = jax.tree.map(lambda a, sh: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sh),
+                                jax.eval_shape(lambda: state), state_sh)
+        state, data_state, _ = checkpointer.restore(start, abstract)
         iterator.set_state(data_state["iterator"])
         print(f"[train] resumed from step {start} in {checkpointer.directory}", flush=True)
 
     train_step = jax.jit(make_train_step(graphdef, optimizer, grad_accum=t.grad_accum, z_loss=t.z_loss),
+                         in_shardings=(state_sh, batch_sh), out_shardings=(state_sh, None),
                          donate_argnums=0)
-    eval_step = jax.jit(make_eval_step(graphdef))
+    eval_step = jax.jit(make_eval_step(graphdef), in_shardings=(param_sh, batch_sh))
     schedule = lr_schedule(t)
     peak, peak_source = peak_flops_per_device(m.compute_dtype)
     flops_per_step = mfu_flops_per_token(m, d.seq_len) * t.batch_size * d.seq_len
@@ -130,39 +146,40 @@ def train(cfg: ml_collections.ConfigDict, workdir: Path) -> dict[str, Any]:
                            enabled=jax.process_index() == 0)
     bad_in_a_row = bad_total = 0
     last_time = time.perf_counter()
-    try:
-        for step in range(start, t.steps):
-            batch = next(iterator)
-            state, metrics = train_step(state, batch)
-            metrics = {k: v.item() for k, v in jax.device_get(metrics).items()}
-            now = time.perf_counter()
-            step_time, last_time = now - last_time, now
-            finite = metrics.pop("finite")
-            bad_in_a_row = 0 if finite else bad_in_a_row + 1
-            bad_total += 0 if finite else 1
-            if (step + 1) % t.log_every == 0 or step == start or not finite:
-                metrics.update(
-                    perplexity=float(np.exp(min(metrics["loss"], 50.0))),
-                    lr=float(schedule(step)), step_time=step_time,
-                    tokens_per_s=metrics["tokens"] / step_time,
-                    mfu=mfu(flops_per_step, step_time, jax.device_count(), peak),
-                    skipped_steps=bad_total)
-                logger.log(step + 1, metrics)
-            if bad_in_a_row >= t.max_bad_steps:
-                raise TrainingDiverged(
-                    f"{bad_in_a_row} steps in a row (up to step {step + 1}) had a non-finite loss "
-                    f"or gradient; their updates were skipped. The last good checkpoint is step "
-                    f"{checkpointer.latest_step()} in {checkpointer.directory}; lower train.lr "
-                    f"or raise train.max_bad_steps")
-            last = step + 1 == t.steps
-            if (step + 1) % t.eval_every == 0 or last:
-                logger.log(step + 1, evaluate(eval_step, state["params"], heldout), kind="eval")
-            if ((step + 1) % t.checkpoint_every == 0 or last) and not bad_in_a_row:
-                checkpointer.save(step + 1, state, {"iterator": iterator.get_state()}, meta)
-            last_time = time.perf_counter()  # eval and checkpoint time is not step time
-    finally:
-        checkpointer.close()
-        logger.close()
+    with use_mesh_rules(mesh, DEFAULT_RULES):  # activation constraints apply while tracing
+        try:
+            for step in range(start, t.steps):
+                batch = global_batch(next(iterator), batch_sh)
+                state, metrics = train_step(state, batch)
+                metrics = {k: v.item() for k, v in jax.device_get(metrics).items()}
+                now = time.perf_counter()
+                step_time, last_time = now - last_time, now
+                finite = metrics.pop("finite")
+                bad_in_a_row = 0 if finite else bad_in_a_row + 1
+                bad_total += 0 if finite else 1
+                if (step + 1) % t.log_every == 0 or step == start or not finite:
+                    metrics.update(
+                        perplexity=float(np.exp(min(metrics["loss"], 50.0))),
+                        lr=float(schedule(step)), step_time=step_time,
+                        tokens_per_s=metrics["tokens"] / step_time,
+                        mfu=mfu(flops_per_step, step_time, mesh.size, peak),
+                        skipped_steps=bad_total)
+                    logger.log(step + 1, metrics)
+                if bad_in_a_row >= t.max_bad_steps:
+                    raise TrainingDiverged(
+                        f"{bad_in_a_row} steps in a row (up to step {step + 1}) had a non-finite loss "
+                        f"or gradient; their updates were skipped. The last good checkpoint is step "
+                        f"{checkpointer.latest_step()} in {checkpointer.directory}; lower train.lr "
+                        f"or raise train.max_bad_steps")
+                last = step + 1 == t.steps
+                if (step + 1) % t.eval_every == 0 or last:
+                    logger.log(step + 1, evaluate(eval_step, state["params"], heldout), kind="eval")
+                if ((step + 1) % t.checkpoint_every == 0 or last) and not bad_in_a_row:
+                    checkpointer.save(step + 1, state, {"iterator": iterator.get_state()}, meta)
+                last_time = time.perf_counter()  # eval and checkpoint time is not step time
+        finally:
+            checkpointer.close()
+            logger.close()
     summary = {"workdir": str(workdir), "step": int(state["step"]), "tokenizer": str(data.tokenizer.path)}
     if jax.process_index() == 0:
         summary["loss_plot"] = str(plot_loss(workdir / "metrics.jsonl", workdir / "loss.png"))
