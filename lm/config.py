@@ -262,16 +262,22 @@ def load_config(path: str | Path | None, overrides: Sequence[str] = ()) -> ml_co
     """Defaults, then the experiment file's `get_config()`, then CLI overrides; validated."""
     cfg = default_config()
     if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file {path} does not exist")
-        spec = importlib.util.spec_from_file_location(f"lm_experiment_{path.stem}", path)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        if not hasattr(module, "get_config"):
-            raise ConfigError(f"config file {path} defines no get_config()")
-        merge(cfg, _to_dict(module.get_config()))
+        merge(cfg, _to_dict(call_python_file(path, "get_config", kind="config")))
     return validate(apply_overrides(cfg, overrides))
+
+
+def call_python_file(path: str | Path, function: str, *, kind: str) -> Any:
+    """Import the Python file `path` and return what its `function()` returns
+    (experiment configs define `get_config`, sweeps `get_sweep`)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{kind} file {path} does not exist")
+    spec = importlib.util.spec_from_file_location(f"lm_{kind}_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    if not hasattr(module, function):
+        raise ConfigError(f"{kind} file {path} defines no {function}()")
+    return getattr(module, function)()
 
 
 def apply_overrides(cfg: ml_collections.ConfigDict, overrides: Sequence[str]) -> ml_collections.ConfigDict:

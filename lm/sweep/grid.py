@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import importlib.util
 import itertools
 import numbers
 from pathlib import Path
@@ -34,7 +33,7 @@ from typing import Any, Sequence
 
 import ml_collections
 
-from lm.config import (ConfigError, apply_overrides, default_config, load_config, merge, parse_override,
+from lm.config import (ConfigError, apply_overrides, call_python_file, default_config, load_config, merge, parse_override,
                        validate)
 from lm.sweep.plan import (FLOPS_KINDS, N_KINDS, RunSpec, ShapeFamily, compact, config_overrides,
                            run_spec, shape_for_params, steps_for_tokens, tokens_for_budget)
@@ -183,15 +182,9 @@ def parse_sweep(raw: dict[str, Any], sweep_dir: Path = Path(".")) -> Sweep:
 def load_sweep(path: str | Path) -> Sweep:
     """Load and validate the sweep file `path` (its `get_sweep()`)."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"sweep file {path} does not exist")
-    spec = importlib.util.spec_from_file_location(f"lm_sweep_{path.stem}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    if not hasattr(module, "get_sweep"):
-        raise ConfigError(f"sweep file {path} defines no get_sweep()")
+    raw = call_python_file(path, "get_sweep", kind="sweep")
     try:
-        return parse_sweep(module.get_sweep(), path.parent)
+        return parse_sweep(raw, path.parent)
     except ConfigError as err:
         raise ConfigError(f"{path}: {err}") from None
 
