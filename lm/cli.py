@@ -1,6 +1,7 @@
 """The `lm` command: train, sample, quickstart, fit (and sweep).
 
     lm train --config experiments/configs/tiny.py --config.train.steps=200 --workdir runs/x
+    lm train --config experiments/configs/llama_7b.py --compile-only --devices 256 --config.mesh.fsdp=-1
     lm sample --workdir runs/x --prompt "def " --max-new-tokens 64
     lm quickstart [--workdir runs/quickstart] [--config.train.steps=...]
     lm fit --csv FILE --n-col COL --c-col COL --loss-col COL --method approach3
@@ -13,11 +14,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Sequence
 
-from lm.config import ConfigError, from_json_dict, load_config
+from lm.config import ConfigError, apply_overrides, from_json_dict, load_config, validate
 
 
 def _split_overrides(argv: Sequence[str]) -> tuple[list[str], list[str]]:
@@ -26,11 +28,37 @@ def _split_overrides(argv: Sequence[str]) -> tuple[list[str], list[str]]:
 
 
 def _train(args: argparse.Namespace, overrides: list[str]) -> None:
+    saved = Path(args.workdir or "") / "config.json"
+    if args.config is None and args.workdir and saved.exists():  # resume: the run's own config
+        cfg = validate(apply_overrides(from_json_dict(json.loads(saved.read_text())), overrides))
+    else:
+        cfg = load_config(args.config, overrides)
+    if getattr(args, "devices", None):
+        simulate_cpu_devices(args.devices)  # before jax starts
+    if getattr(args, "compile_only", False):
+        from lm.train.memory import compile_memory_report
+        report = compile_memory_report(cfg)
+        print(report.table())
+        print(json.dumps(report.as_dict()))
+        return
+    if not args.workdir:
+        raise ConfigError("lm train needs --workdir (a new or existing run directory)")
+    from lm.parallel.distributed import initialize
     from lm.train.loop import train
 
-    cfg = load_config(args.config, overrides)
+    initialize(getattr(args, "coordinator", None), getattr(args, "num_processes", None),
+               getattr(args, "process_id", None))
     summary = train(cfg, Path(args.workdir))
     print(json.dumps(summary))
+
+
+def simulate_cpu_devices(count: int) -> None:
+    """Make jax start with `count` CPU devices (to compile for a mesh this host lacks)."""
+    if "jax" in sys.modules:
+        raise ConfigError("--devices must be applied before jax is imported")
+    flags = os.environ.get("XLA_FLAGS", "")
+    os.environ["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={count}".strip()
+    os.environ["JAX_PLATFORMS"] = "cpu"
 
 
 def _sample(args: argparse.Namespace, overrides: list[str]) -> None:
@@ -85,7 +113,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = commands.add_parser("train", help="train or resume a run (config + workdir)")
     train.add_argument("--config", help="experiment file with get_config(); defaults if omitted")
-    train.add_argument("--workdir", required=True, help="run directory; rerunning resumes")
+    train.add_argument("--workdir", help="run directory; rerunning resumes")
+    train.add_argument("--compile-only", action="store_true",
+                       help="compile the train step for the mesh and print per-device memory; "
+                            "allocates nothing, needs no data")
+    train.add_argument("--devices", type=int,
+                       help="simulate this many CPU devices (with --compile-only: size a pod)")
+    train.add_argument("--coordinator", help="multi-process: host:port of process 0")
+    train.add_argument("--num-processes", type=int, help="multi-process: number of processes")
+    train.add_argument("--process-id", type=int, help="multi-process: this process's index")
     train.set_defaults(run=_train)
 
     sample = commands.add_parser("sample", help="generate text from a run's newest checkpoint")
@@ -108,6 +144,12 @@ def build_parser() -> argparse.ArgumentParser:
     from lm.sweep.cli import register as register_sweep
     register_fit(commands)
     register_sweep(commands)
+    from lm.convert.cli import register as register_convert
+    from lm.evaluate_cli import register as register_eval
+    register_convert(commands)
+    register_eval(commands)
+    from lm.data.prepare.cli import register as register_data
+    register_data(commands)
     return parser
 
 

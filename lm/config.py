@@ -17,6 +17,7 @@ from typing import Any, Sequence
 
 import ml_collections
 
+MESH_AXES = ("data", "fsdp", "tensor", "stage")  # the device mesh's axes, in order
 DTYPES = ("float32", "bfloat16")
 REMAT_POLICIES = ("none", "full", "dots")
 SCHEDULES = ("cosine", "wsd", "constant")
@@ -97,6 +98,17 @@ def default_config() -> ml_collections.ConfigDict:
     c.mesh.fsdp = 1
     c.mesh.tensor = 1
     c.mesh.stage = 1
+    # Across-node (DCN) / across-slice factors of each axis: the axis spans this many
+    # processes' (or slices') groups of devices; mesh.<axis> is then the size within one.
+    c.mesh.dcn = ml_collections.ConfigDict(dict(data=1, fsdp=1, tensor=1, stage=1))
+    # Logical axis -> mesh axes (a tuple; () replicates). One place decides the strategy.
+    c.mesh.rules = ml_collections.ConfigDict(dict(
+        batch=("data", "fsdp"), seq=(), embed=("fsdp",), heads=("tensor",),
+        kv_heads=("tensor",), head_dim=(), mlp=("tensor",), vocab=("tensor",), layers=("stage",)))
+
+    c.pipeline = ml_collections.ConfigDict()  # used when mesh.stage > 1
+    c.pipeline.microbatches = 0  # 0: one per stage
+    c.pipeline.repeats = 1  # > 1: circular schedule with this many virtual stages per device
 
     c.sample = ml_collections.ConfigDict()
     s = c.sample
@@ -175,14 +187,7 @@ def validate(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     for name in ("weight_decay", "z_loss", "clip_norm", "keep_every"):
         if t[name] < 0:
             _fail(f"train.{name}", f"must be >= 0, got {t[name]}")
-    sizes = {axis: cfg.mesh[axis] for axis in cfg.mesh.keys()}
-    for axis, size in sizes.items():
-        if size == 0 or size < -1:
-            _fail(f"mesh.{axis}", f"must be a positive size or -1 (all remaining devices), got {size}")
-    if list(sizes.values()).count(-1) > 1:
-        _fail("mesh", f"at most one axis may be -1, got {sizes}")
-    if cfg.mesh.stage != 1:
-        _fail("mesh.stage", "pipeline parallelism is not implemented yet; use mesh.stage=1")
+    _validate_mesh(cfg)
     if s.temperature < 0:
         _fail("sample.temperature", f"must be >= 0 (0 is greedy), got {s.temperature}")
     if s.top_k < 0:
@@ -190,6 +195,27 @@ def validate(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     if not 0.0 < s.top_p <= 1.0:
         _fail("sample.top_p", f"must be in (0, 1], got {s.top_p}")
     return cfg
+
+
+def _validate_mesh(cfg: ml_collections.ConfigDict) -> None:
+    sizes = {axis: cfg.mesh[axis] for axis in MESH_AXES}
+    for axis, size in sizes.items():
+        if size == 0 or size < -1:
+            _fail(f"mesh.{axis}", f"must be a positive size or -1 (all remaining devices), got {size}")
+        if cfg.mesh.dcn[axis] < 1:
+            _fail(f"mesh.dcn.{axis}", f"must be a positive factor, got {cfg.mesh.dcn[axis]}")
+    if list(sizes.values()).count(-1) > 1:
+        _fail("mesh", f"at most one axis may be -1, got {sizes}")
+    for name, axes in cfg.mesh.rules.items():
+        unknown = [a for a in axes if a not in MESH_AXES]
+        if unknown or len(set(axes)) != len(axes):
+            _fail(f"mesh.rules.{name}", f"{tuple(axes)} must name distinct mesh axes from "
+                  f"{MESH_AXES}, or be () to replicate")
+    p = cfg.pipeline
+    if p.microbatches < 0:
+        _fail("pipeline.microbatches", f"must be >= 0 (0: one per stage), got {p.microbatches}")
+    if p.repeats < 1:
+        _fail("pipeline.repeats", f"must be >= 1, got {p.repeats}")
 
 
 def _check_known_keys(cfg: ml_collections.ConfigDict, schema: ml_collections.ConfigDict,
@@ -236,7 +262,9 @@ def _coerce(path: str, current: Any, value: Any) -> Any:
     if isinstance(current, str) and isinstance(value, str):
         return value
     if isinstance(current, tuple) and isinstance(value, (tuple, list, str)):
-        return (value,) if isinstance(value, str) else tuple(value)
+        if isinstance(value, str):  # "a,b" from the command line; "" is the empty tuple
+            return tuple(v.strip() for v in value.split(",") if v.strip())
+        return tuple(value)
     _fail(path, f"expects a {type(current).__name__}, got {value!r} ({type(value).__name__})")
 
 

@@ -23,6 +23,16 @@ def test_overrides_are_typed():
     assert load_config(None, ["--config.train.lr=1"]).train.lr == 1.0  # int accepted for float
 
 
+def test_sharding_rules_are_config_data():
+    from lm.parallel.rules import rules_from_config
+    cfg = load_config(None, ["--config.mesh.rules.embed=fsdp,tensor", "--config.mesh.rules.vocab=",
+                             "--config.mesh.rules.batch=('data',)"])
+    rules = rules_from_config(cfg.mesh.rules)
+    assert rules["embed"] == ("fsdp", "tensor") and rules["vocab"] is None
+    assert rules["batch"] == "data" and rules["layers"] == "stage"
+    assert from_json_dict(to_json_dict(cfg)).mesh.rules.embed == ("fsdp", "tensor")
+
+
 @pytest.mark.parametrize("override, field, hint", [
     ("--config.model.num_heads=5", "model.num_heads", "do not divide d_model"),
     ("--config.model.num_kv_heads=3", "model.num_kv_heads", "do not divide num_heads"),
@@ -36,7 +46,10 @@ def test_overrides_are_typed():
     ("--config.model.tie_embeddings=3", "model.tie_embeddings", "expects true/false"),
     ("--config.train.warmup_steps=5000", "train.warmup_steps", "must be in [0, train.steps"),
     ("--config.mesh.fsdp=0", "mesh.fsdp", "must be a positive size or -1"),
-    ("--config.mesh.stage=2", "mesh.stage", "pipeline parallelism is not implemented yet"),
+    ("--config.mesh.dcn.data=0", "mesh.dcn.data", "must be a positive factor"),
+    ("--config.mesh.rules.embed=fsdp,model", "mesh.rules.embed", "must name distinct mesh axes"),
+    ("--config.mesh.rules.batch=data,data", "mesh.rules.batch", "must name distinct mesh axes"),
+    ("--config.pipeline.repeats=0", "pipeline.repeats", "must be >= 1"),
 ])
 def test_bad_fields_are_named(override, field, hint):
     with pytest.raises(ConfigError) as err:

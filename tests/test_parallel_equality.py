@@ -1,4 +1,4 @@
-"""Sharded training equals single-device training, on 8 simulated CPU devices.
+"""Sharded and pipelined training equals single-device training, on 8 simulated CPU devices.
 
 The device count is fixed when jax starts, so the body runs in a subprocess with its own
 XLA_FLAGS and prints JSON; the tests check it. One subprocess serves every test.
@@ -11,16 +11,24 @@ import sys
 
 import pytest
 
-MESHES = {"data8": {"data": 8}, "fsdp8": {"fsdp": 8}, "d2f2t2": {"data": 2, "fsdp": 2, "tensor": 2}}
+# name -> (mesh sizes, pipeline settings); B=16 rows, 8 layers
+MESHES = {
+    "data8": ({"data": 8}, {}),
+    "fsdp8": ({"fsdp": 8}, {}),
+    "d2f2t2": ({"data": 2, "fsdp": 2, "tensor": 2}, {}),
+    "f2t2s2": ({"data": 1, "fsdp": 2, "tensor": 2, "stage": 2}, {}),  # 2 microbatches
+    "s4_mb4": ({"data": 2, "stage": 4}, {"microbatches": 4}),
+    "s4_mb8": ({"data": 2, "stage": 4}, {"microbatches": 8}),
+    "s4_circular2": ({"data": 2, "stage": 4}, {"microbatches": 4, "repeats": 2}),
+}
 
 SCRIPT = r'''
-import json, sys
+import contextlib, json, sys
 import jax, jax.numpy as jnp, numpy as np
 from lm.config import default_config
 from lm.model.sharding import use_mesh_rules
-from lm.parallel.mesh import make_mesh
-from lm.parallel.rules import (DEFAULT_RULES, batch_sharding, shard_params_init,
-                               train_state_shardings)
+from lm.parallel.rules import batch_sharding, shard_params_init, train_state_shardings
+from lm.parallel.setup import parallelism_from_config
 from lm.train.loop import build_model
 from lm.train.optim import make_optimizer
 from lm.train.step import batch_loss_sums, init_train_state, make_train_step
@@ -29,60 +37,63 @@ meshes = json.loads(sys.argv[1])
 assert jax.device_count() == 8, jax.device_count()
 cfg = default_config()
 m = cfg.model
-m.update(dict(vocab_size=64, d_model=32, num_layers=2, num_heads=4, num_kv_heads=2, d_ff=48,
+m.update(dict(vocab_size=64, d_model=32, num_layers=8, num_heads=4, num_kv_heads=2, d_ff=48,
               max_seq_len=64, param_dtype="float32", compute_dtype="float32"))
 t = cfg.train
-t.update(dict(steps=3, warmup_steps=1, lr=1e-2))
-B, L, STEPS = 8, 16, 3
+B, L, STEPS = 16, 16, 3
+t.update(dict(steps=STEPS, warmup_steps=1, lr=1e-2, batch_size=B))
 rng = np.random.default_rng(0)
 batches = []
 for _ in range(STEPS):
     tokens = rng.integers(0, m.vocab_size, (B, L + 1)).astype(np.int32)
+    segments = np.ones((B, L), np.int32)
+    segments[::3, L // 2:] = 2  # packed rows: attention must not cross the boundary
     batches.append({"inputs": tokens[:, :-1], "targets": tokens[:, 1:],
                     "positions": np.broadcast_to(np.arange(L, dtype=np.int32), (B, L)).copy(),
-                    "segment_ids": np.ones((B, L), np.int32)})
+                    "segment_ids": segments})
 
-def nll(graphdef):
-    return lambda p, b: batch_loss_sums(graphdef, p, b)["nll"]
+def per_device(tree):  # the largest number of bytes any device holds
+    counts = {}
+    for leaf in jax.tree.leaves(tree):
+        for shard in leaf.addressable_shards:
+            counts[shard.device.id] = counts.get(shard.device.id, 0) + shard.data.nbytes
+    return max(counts.values())
 
-def run(mesh_sizes):
-    if mesh_sizes is None:  # the reference: one device, no mesh
+def run(spec):
+    if spec is None:  # the reference: one device, no mesh, no pipeline
         graphdef, params = build_model(m, t.seed)
         optimizer = make_optimizer(t, params)
         state = jax.jit(lambda p: init_train_state(p, optimizer))(params)
         step = jax.jit(make_train_step(graphdef, optimizer, grad_accum=1, z_loss=0.0))
-        grad = jax.jit(jax.grad(nll(graphdef)))
-        put = lambda b: b
-        ctx = None
+        nll = lambda p, b: batch_loss_sums(graphdef, p, b)["nll"]
+        grad = jax.jit(jax.grad(nll))
+        put, ctx, pipeline = (lambda b: b), contextlib.nullcontext(), None
     else:
-        mesh = make_mesh(mesh_sizes)
-        graphdef, params, shardings = shard_params_init(m, t.seed, mesh, DEFAULT_RULES)
+        sizes, pipe = spec
+        cfg.mesh.update(dict(dict(data=1, fsdp=1, tensor=1, stage=1), **sizes))
+        cfg.pipeline.update({"microbatches": 0, "repeats": 1, **pipe})
+        layout = parallelism_from_config(cfg)
+        mesh, rules, pipeline = layout.mesh, layout.rules, layout.pipeline
+        graphdef, params, shardings = shard_params_init(m, t.seed, mesh, rules)
         optimizer = make_optimizer(t, params)
         state_sh = train_state_shardings(optimizer, params, shardings, mesh)
         state = jax.jit(lambda p: init_train_state(p, optimizer), out_shardings=state_sh)(params)
-        bsh = batch_sharding(mesh, DEFAULT_RULES)
-        step = jax.jit(make_train_step(graphdef, optimizer, grad_accum=1, z_loss=0.0),
+        bsh = batch_sharding(mesh, rules)
+        step = jax.jit(make_train_step(graphdef, optimizer, grad_accum=1, z_loss=0.0,
+                                       pipeline=pipeline),
                        in_shardings=(state_sh, bsh), out_shardings=(state_sh, None))
-        grad = jax.jit(jax.grad(nll(graphdef)), in_shardings=(shardings, bsh),
-                       out_shardings=shardings)
-        put = lambda b: jax.device_put(b, bsh)
-        ctx = use_mesh_rules(mesh, DEFAULT_RULES)
-    out = {}
-    # per-device bytes of parameters and of the whole train state (max over devices)
-    def per_device(tree):
-        counts = {}
-        for leaf in jax.tree.leaves(tree):
-            for shard in leaf.addressable_shards:
-                counts[shard.device.id] = counts.get(shard.device.id, 0) + shard.data.nbytes
-        return max(counts.values())
-    out["param_bytes"] = per_device(state["params"])
-    out["state_bytes"] = per_device(state)
-    out["embed_bytes"] = per_device(state["params"]["embed"])
-    out["embed_spec"] = str(state["params"]["embed"].sharding.spec) if mesh_sizes else ""
-    out["mu_embed_spec"] = (str(state["opt_state"][1][0].mu["embed"].sharding.spec)
-                            if mesh_sizes else "")
-    import contextlib
-    with ctx or contextlib.nullcontext():
+        nll = lambda p, b: batch_loss_sums(graphdef, p, b, pipeline)["nll"]
+        grad = jax.jit(jax.grad(nll), in_shardings=(shardings, bsh), out_shardings=shardings)
+        put, ctx = (lambda b: jax.device_put(b, bsh)), use_mesh_rules(mesh, rules)
+    out = {"param_bytes": per_device(state["params"]), "state_bytes": per_device(state),
+           "embed_bytes": per_device(state["params"]["embed"]),
+           "pipeline": None if pipeline is None else [pipeline.stages, pipeline.microbatches,
+                                                      pipeline.repeats]}
+    specs = {jax.tree_util.keystr(k): str(v.sharding.spec)
+             for k, v in jax.tree_util.tree_leaves_with_path(state["params"])} if spec else {}
+    out["specs"] = specs
+    out["mu_embed_spec"] = str(state["opt_state"][1][0].mu["embed"].sharding.spec) if spec else ""
+    with ctx:
         g = grad(state["params"], put(batches[0]))
         out["grads"] = {jax.tree_util.keystr(k): np.asarray(v).ravel().tolist()
                         for k, v in jax.tree_util.tree_leaves_with_path(g)}
@@ -94,13 +105,14 @@ def run(mesh_sizes):
         out["losses"], out["grad_norms"] = losses, norms
         out["params"] = {jax.tree_util.keystr(k): np.asarray(v).ravel().tolist()
                          for k, v in jax.tree_util.tree_leaves_with_path(state["params"])}
-        out["params_sharding_kept"] = (
-            mesh_sizes is None or str(state["params"]["embed"].sharding.spec) == out["embed_spec"])
+        out["specs_kept"] = spec is None or specs == {
+            jax.tree_util.keystr(k): str(v.sharding.spec)
+            for k, v in jax.tree_util.tree_leaves_with_path(state["params"])}
     return out
 
 results = {"single": run(None)}
-for name, sizes in meshes.items():
-    results[name] = run(sizes)
+for name, spec in meshes.items():
+    results[name] = run(spec)
 print("RESULT" + json.dumps(results))
 '''
 
@@ -140,7 +152,7 @@ def test_three_steps_give_the_same_losses_and_params(results, name):
     assert len(set(ref["losses"])) == 3  # training moved
     for key in ref["params"]:
         _close(got["params"][key], ref["params"][key], atol=1e-6)
-    assert got["params_sharding_kept"]
+    assert got["specs_kept"]
 
 
 def test_parameter_bytes_shrink_with_fsdp(results):
@@ -151,5 +163,25 @@ def test_parameter_bytes_shrink_with_fsdp(results):
     assert fsdp8["state_bytes"] < single["state_bytes"] / 7  # mu and nu are sharded too
     assert mixed["embed_bytes"] * 4 == single["embed_bytes"]  # fsdp 2 x tensor 2
     assert single["param_bytes"] / 8 <= mixed["param_bytes"] < single["param_bytes"] / 3
-    assert fsdp8["embed_spec"] == "P('tensor', 'fsdp')"
-    assert fsdp8["mu_embed_spec"] == fsdp8["embed_spec"]
+    assert fsdp8["specs"]["['embed']"] == "P('tensor', 'fsdp')"
+    assert fsdp8["mu_embed_spec"] == fsdp8["specs"]["['embed']"]
+
+
+def test_partition_specs_are_the_intended_ones(results):
+    specs = results["f2t2s2"]["specs"]
+    assert specs["['embed']"] == "P('tensor', 'fsdp')"  # vocab -> tensor, embed -> fsdp
+    assert specs["['head']"] == "P('fsdp', 'tensor')"
+    assert specs["['blocks']['attn']['wq']"] == "P('stage', 'fsdp', 'tensor', None)"
+    assert specs["['blocks']['attn']['wk']"] == "P('stage', 'fsdp', 'tensor', None)"  # kv_heads
+    assert specs["['blocks']['attn']['wo']"] == "P('stage', 'tensor', None, 'fsdp')"
+    assert specs["['blocks']['mlp']['w_up']"] == "P('stage', 'fsdp', 'tensor')"
+    assert specs["['blocks']['mlp']['w_down']"] == "P('stage', 'tensor', 'fsdp')"
+    assert specs["['blocks']['attn_norm']['scale']"] == "P('stage', 'fsdp')"
+    assert specs["['final_norm']['scale']"] == "P('fsdp',)"
+    # four stages hold a quarter of the layer stack each; embed and head are replicated
+    s4, single = results["s4_mb4"], results["single"]
+    assert s4["specs"]["['blocks']['mlp']['w_up']"] == "P('stage', 'fsdp', 'tensor')"  # size-1 axes
+    non_block = 2 * single["embed_bytes"] + 4 * 32  # embed, head, final norm
+    assert s4["param_bytes"] == (single["param_bytes"] - non_block) // 4 + non_block
+    assert s4["pipeline"] == [4, 4, 1] and results["s4_circular2"]["pipeline"] == [4, 4, 2]
+    assert results["f2t2s2"]["pipeline"] == [2, 2, 1]

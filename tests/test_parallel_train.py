@@ -36,9 +36,10 @@ def single(corpus, tmp_path_factory):
     return train(tmp_path_factory.mktemp("one"), corpus, 1)
 
 
-@pytest.mark.parametrize("mesh", [(), ("--config.mesh.data=2", "--config.mesh.fsdp=4"),
+@pytest.mark.parametrize("mesh", [("--config.mesh.data=4", "--config.mesh.stage=2"),
+                                  ("--config.mesh.data=2", "--config.mesh.fsdp=4"),
                                   ("--config.mesh.data=-1", "--config.mesh.tensor=2")],
-                         ids=["data8", "data2-fsdp4", "data4-tensor2"])
+                         ids=["data4-stage2", "data2-fsdp4", "data4-tensor2"])
 def test_sharded_run_matches_one_device(corpus, single, tmp_path, mesh):
     sharded = train(tmp_path, corpus, 8, *mesh)
     assert [(r["step"], r["kind"]) for r in sharded] == [(r["step"], r["kind"]) for r in single]

@@ -12,6 +12,7 @@ from flax import nnx
 from lm.config import head_dim
 from lm.model.layers import MLP, Attention, KVCache, RMSNorm, logical_param
 from lm.model.sharding import constrain
+from lm.parallel.pipeline import Pipeline, run_pipeline
 
 REMAT_POLICIES = {
     "full": jax.checkpoint_policies.nothing_saveable,
@@ -63,9 +64,12 @@ class Decoder(nnx.Module):
                      logical_param(rngs, init, (m.d_model, m.vocab_size), ("embed", "vocab"), pdt))
 
     def __call__(self, tokens_BxL: jax.Array, positions_BxL: jax.Array,
-                 segment_ids_BxL: jax.Array) -> jax.Array:
-        """Float32 logits [B, L, vocab] for packed sequences (segment 0 is padding)."""
-        logits, _ = self._forward(tokens_BxL, positions_BxL, segment_ids_BxL, None)
+                 segment_ids_BxL: jax.Array, pipeline: Pipeline | None = None) -> jax.Array:
+        """Float32 logits [B, L, vocab] for packed sequences (segment 0 is padding).
+
+        With `pipeline`, the blocks run as that pipeline schedule over the `stage` axis.
+        """
+        logits, _ = self._forward(tokens_BxL, positions_BxL, segment_ids_BxL, None, pipeline)
         return logits
 
     def decode(self, tokens_BxL: jax.Array, positions_BxL: jax.Array,
@@ -84,19 +88,28 @@ class Decoder(nnx.Module):
         zeros = jnp.zeros((layers, batch, max_len, kv_heads, dim), self.compute_dtype)
         return KVCache(zeros, zeros, jnp.zeros((layers,), jnp.int32))
 
-    def _forward(self, tokens_BxL, positions_BxL, segment_ids_BxL, cache):
+    def _forward(self, tokens_BxL, positions_BxL, segment_ids_BxL, cache, pipeline=None):
         dt = self.compute_dtype
-        x_BxLxD = jnp.take(self.embed[...].astype(dt), tokens_BxL, axis=0)
+        # FSDP: gather the table's embed dim before the lookup (the batch uses that mesh axis)
+        table_VxD = constrain(self.embed[...].astype(dt), ("vocab", None))
+        x_BxLxD = jnp.take(table_VxD, tokens_BxL, axis=0)
         x_BxLxD = constrain(x_BxLxD, ("batch", "seq", "embed"))
         block_def, block_state = nnx.split(self.blocks)
 
-        def layer(x, layer_inputs):
-            state, layer_cache = layer_inputs
-            return nnx.merge(block_def, state)(x, positions_BxL, segment_ids_BxL, layer_cache)
+        def apply_layers(state, x, positions, segment_ids, layer_cache):
+            def layer(x, layer_inputs):
+                return nnx.merge(block_def, layer_inputs[0])(x, positions, segment_ids, layer_inputs[1])
 
-        if self.remat != "none":
-            layer = jax.checkpoint(layer, policy=REMAT_POLICIES[self.remat], prevent_cse=False)
-        x_BxLxD, cache = jax.lax.scan(layer, x_BxLxD, (block_state, cache))
+            if self.remat != "none":
+                layer = jax.checkpoint(layer, policy=REMAT_POLICIES[self.remat], prevent_cse=False)
+            return jax.lax.scan(layer, x, (state, layer_cache))
+
+        if pipeline is None or cache is not None:
+            x_BxLxD, cache = apply_layers(block_state, x_BxLxD, positions_BxL, segment_ids_BxL, cache)
+        else:
+            stage = lambda state, x, pos, seg: apply_layers(state, x, pos, seg, None)[0]
+            x_BxLxD = run_pipeline(stage, block_state, x_BxLxD, positions_BxL, segment_ids_BxL,
+                                   pipeline)
         x_BxLxD = self.final_norm(x_BxLxD)
         head_DxV = self.embed[...].T if self.head is None else self.head[...]
         logits = jnp.einsum("bld,dv->blv", x_BxLxD, head_DxV.astype(dt),

@@ -51,6 +51,17 @@ def use_mesh_rules(mesh: Mesh, rules: Rules) -> Iterator[None]:
         _ACTIVE.reset(token)
 
 
+def active_axes(name: str) -> str | tuple[str, ...] | None:
+    """The mesh axes the active rules map logical axis `name` to (None without a mesh)."""
+    active = _ACTIVE.get()
+    if active is None:
+        return None
+    axes = active[1].get(name)
+    if axes is None or isinstance(axes, str):
+        return axes
+    return tuple(axes) or None
+
+
 def constrain(x: jax.Array, names: Sequence[str | None]) -> jax.Array:
     """Annotate activation `x` with logical axis `names` (a no-op without a mesh)."""
     active = _ACTIVE.get()

@@ -3,7 +3,7 @@
     data    pure data parallelism (parameters replicated, batch split)
     fsdp    data parallelism with parameters and optimizer state sharded (ZeRO-3 style)
     tensor  Megatron-style splitting of heads / MLP width / vocabulary
-    stage   the stacked `layers` axis (a placeholder for pipelining)
+    stage   pipeline stages: the stacked `layers` axis split across devices
 
 Every mesh has all four axes, in this order, so one rules table (lm.parallel.rules)
 works for any mesh; unused axes have size 1.
@@ -24,9 +24,11 @@ from typing import Mapping, Sequence
 
 import jax
 import numpy as np
+from jax.experimental import mesh_utils
 from jax.sharding import AxisType, Mesh
 
-MESH_AXES = ("data", "fsdp", "tensor", "stage")
+from lm.config import MESH_AXES
+
 
 
 def resolve_axis_sizes(axis_sizes: Mapping[str, int], num_devices: int) -> tuple[int, ...]:
@@ -55,17 +57,50 @@ def resolve_axis_sizes(axis_sizes: Mapping[str, int], num_devices: int) -> tuple
     return tuple(sizes)
 
 
-def make_mesh(axis_sizes: Mapping[str, int], devices: Sequence[jax.Device] | None = None) -> Mesh:
+def make_mesh(axis_sizes: Mapping[str, int], devices: Sequence[jax.Device] | None = None,
+              dcn_sizes: Mapping[str, int] | None = None) -> Mesh:
     """A mesh over `devices` (default: all) with axes (data, fsdp, tensor, stage), all Auto.
 
     `axis_sizes` names some of the axes (others are 1); one size may be -1 to use the
-    remaining devices. The sizes must multiply to the number of devices.
+    remaining devices. Without `dcn_sizes` the sizes multiply to the number of devices.
+
+    `dcn_sizes` (a hybrid mesh) gives each axis a factor across granules -- TPU slices, or
+    processes (hosts) elsewhere: axis size = axis_sizes[a] * dcn_sizes[a], and the
+    `axis_sizes` then describe one granule's devices. Neighbours along an axis stay inside
+    a granule as long as possible, so the fast interconnect carries the chatty axes.
     """
     devices = list(jax.devices() if devices is None else devices)
-    sizes = resolve_axis_sizes(axis_sizes, len(devices))
     axis_types = (AxisType.Auto,) * len(MESH_AXES)
+    dcn = resolve_dcn_sizes(dcn_sizes or {})
+    if math.prod(dcn) > 1:
+        granules = math.prod(dcn)
+        if len(devices) % granules:
+            raise ValueError(f"mesh.dcn factors {dict(zip(MESH_AXES, dcn))} multiply to {granules}, "
+                             f"which does not divide the {len(devices)} devices")
+        sizes = resolve_axis_sizes(axis_sizes, len(devices) // granules)
+        by_process = not hasattr(devices[0], "slice_index")
+        try:
+            grid = mesh_utils.create_hybrid_device_mesh(sizes, dcn, devices,
+                                                        process_is_granule=by_process)
+        except (ValueError, AssertionError) as err:
+            raise ValueError(f"cannot lay out mesh sizes {dict(zip(MESH_AXES, sizes))} within each "
+                             f"of {granules} {'processes' if by_process else 'slices'} x dcn "
+                             f"{dict(zip(MESH_AXES, dcn))}: {err}") from err
+        return Mesh(grid, MESH_AXES, axis_types=axis_types)
+    sizes = resolve_axis_sizes(axis_sizes, len(devices))
     try:  # lets jax pick a topology-aware device order (matters on TPU/GPU slices)
         return jax.make_mesh(sizes, MESH_AXES, axis_types=axis_types, devices=devices)
     except (ValueError, NotImplementedError):
         return Mesh(np.asarray(devices, dtype=object).reshape(sizes), MESH_AXES,
                     axis_types=axis_types)
+
+
+def resolve_dcn_sizes(dcn_sizes: Mapping[str, int]) -> tuple[int, ...]:
+    """Across-granule factors of (data, fsdp, tensor, stage); missing axes are 1."""
+    unknown = sorted(set(dcn_sizes) - set(MESH_AXES))
+    if unknown:
+        raise ValueError(f"unknown mesh.dcn axes {unknown}; the axes are {list(MESH_AXES)}")
+    sizes = tuple(int(dcn_sizes.get(name, 1)) for name in MESH_AXES)
+    if min(sizes) < 1:
+        raise ValueError(f"mesh.dcn factors must be positive, got {dict(zip(MESH_AXES, sizes))}")
+    return sizes

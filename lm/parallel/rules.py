@@ -1,8 +1,10 @@
 """Logical-to-mesh rules, and the shardings of parameters, optimizer state and batches.
 
 Parameters carry logical axis names (their `out_sharding` metadata, e.g.
-`('layers', 'embed', 'heads', 'head_dim')`); `DEFAULT_RULES` maps those names to the
-axes of an `lm.parallel.mesh` mesh. A different strategy is a different rules table.
+`('layers', 'embed', 'heads', 'head_dim')`); a rules table maps those names to the
+axes of an `lm.parallel.mesh` mesh. The table is data in the config (`mesh.rules`,
+overridable as `--config.mesh.rules.embed=fsdp,tensor`); `DEFAULT_RULES` is the
+config's default. A different strategy is a different rules table.
 
 Divisibility: a parameter dimension whose size is not divisible by the product of the
 mesh axes its rule names is *replicated* along that dimension (the other dimensions keep
@@ -22,20 +24,23 @@ import optax
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from lm.config import default_config
 from lm.model.decoder import Decoder
 from lm.model.sharding import Rules, logical_to_spec
 
-DEFAULT_RULES: Mapping[str, str | tuple[str, ...] | None] = {
-    "batch": ("data", "fsdp"),
-    "seq": None,
-    "embed": "fsdp",
-    "heads": "tensor",
-    "kv_heads": "tensor",
-    "head_dim": None,
-    "mlp": "tensor",
-    "vocab": "tensor",
-    "layers": "stage",
-}
+def rules_from_config(rules: ml_collections.ConfigDict | Mapping[str, Sequence[str]],
+                      ) -> dict[str, str | tuple[str, ...] | None]:
+    """`mesh.rules` (tuples of mesh axes, () = replicate) as a rules table."""
+    table = {}
+    for name, axes in rules.items():
+        axes = tuple(axes)
+        table[name] = None if not axes else axes[0] if len(axes) == 1 else axes
+    return table
+
+
+# batch -> (data, fsdp), embed -> fsdp, heads/kv_heads/mlp/vocab -> tensor, layers -> stage
+DEFAULT_RULES: Mapping[str, str | tuple[str, ...] | None] = rules_from_config(
+    default_config().mesh.rules)
 
 
 def divisible_spec(shape: Sequence[int], names: Sequence[str | None], mesh: Mesh,
@@ -125,11 +130,17 @@ def batch_sharding(mesh: Mesh, rules: Rules = DEFAULT_RULES) -> NamedSharding:
     return NamedSharding(mesh, logical_to_spec(("batch", "seq"), rules))
 
 
-def check_batch_divisible(batch_size: int, mesh: Mesh, rules: Rules = DEFAULT_RULES) -> None:
-    """Raise ValueError unless `batch_size` splits evenly over the batch's mesh axes."""
+def batch_ways(mesh: Mesh, rules: Rules = DEFAULT_RULES) -> int:
+    """Into how many parts the batch dimension is split over the mesh."""
     axes = batch_sharding(mesh, rules).spec[0]
     group = () if axes is None else ((axes,) if isinstance(axes, str) else tuple(axes))
-    ways = math.prod(mesh.shape[a] for a in group)
+    return math.prod(mesh.shape[a] for a in group)
+
+
+def check_batch_divisible(batch_size: int, mesh: Mesh, rules: Rules = DEFAULT_RULES) -> None:
+    """Raise ValueError unless `batch_size` splits evenly over the batch's mesh axes."""
+    ways = batch_ways(mesh, rules)
     if batch_size % ways:
+        axes = batch_sharding(mesh, rules).spec[0]
         raise ValueError(f"batch size {batch_size} is not divisible by the {ways}-way batch "
-                         f"sharding over mesh axes {group}")
+                         f"sharding over mesh axes {axes}")

@@ -23,9 +23,9 @@ from lm.data.loader import eval_batches, train_iterator
 from lm.files import write_json_atomic
 from lm.model.decoder import Decoder
 from lm.model.sharding import use_mesh_rules
-from lm.parallel.mesh import make_mesh
-from lm.parallel.rules import (DEFAULT_RULES, batch_sharding, check_batch_divisible, shard_params_init,
-                               train_state_shardings)
+from lm.parallel.distributed import barrier, is_main_process
+from lm.parallel.rules import batch_sharding, shard_params_init, train_state_shardings
+from lm.parallel.setup import parallelism_from_config
 from lm.plots import plot_loss
 from lm.scaling.counts import mfu_flops_per_token, param_counts
 from lm.train.checkpoint import Checkpointer
@@ -39,9 +39,10 @@ class TrainingDiverged(RuntimeError):
     """Too many consecutive steps had a non-finite loss or gradient."""
 
 
-def check_workdir_config(cfg: ml_collections.ConfigDict, workdir: Path) -> None:
+def check_workdir_config(cfg: ml_collections.ConfigDict, workdir: Path, *, write: bool = True) -> None:
     """Record the config in the workdir. A run that already exists there must keep its model,
-    data and batch size; the rest of `train` (steps, schedule, eval frequency) may change."""
+    data and batch size; the rest of `train` (steps, schedule, eval frequency) and the mesh
+    may change (checkpoints are resharded onto the new mesh when restored)."""
     path = workdir / "config.json"
     current = config_lib.to_json_dict(cfg)
     if path.exists():
@@ -53,7 +54,8 @@ def check_workdir_config(cfg: ml_collections.ConfigDict, workdir: Path) -> None:
                 raise config_lib.ConfigError(
                     f"config field '{section}.{key}' is {value!r} but the run in {workdir} was "
                     f"started with {old!r}; use a new --workdir or the original value")
-    write_json_atomic(current, path)
+    if write:
+        write_json_atomic(current, path)
 
 
 def _plain(value: Any) -> Any:
@@ -75,7 +77,9 @@ def load_params(workdir: Path, cfg: ml_collections.ConfigDict) -> tuple[nnx.Grap
     """The newest checkpoint's parameters of the run in `workdir` (for sampling)."""
     graphdef, params = build_model(cfg.model, cfg.train.seed)
     optimizer = make_optimizer(cfg.train, params)
-    abstract = jax.eval_shape(lambda: init_train_state(params, optimizer))
+    one_device = jax.sharding.SingleDeviceSharding(jax.devices()[0])  # whatever mesh saved it
+    abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=one_device),
+                            jax.eval_shape(lambda: init_train_state(params, optimizer)))
     checkpointer = Checkpointer(workdir / "checkpoints", keep_last=cfg.train.keep_last)
     step = checkpointer.latest_step()
     if step is None:
@@ -104,20 +108,30 @@ def evaluate(eval_step, params: Any, batches: list[dict]) -> dict[str, float]:
 def train(cfg: ml_collections.ConfigDict, workdir: Path) -> dict[str, Any]:
     """Train (or resume) the run in `workdir`; returns a summary of the final state."""
     workdir = Path(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
-    check_workdir_config(cfg, workdir)
+    main = is_main_process()
     m, d, t = cfg.model, cfg.data, cfg.train
-    data: RunData = build_run_data(d, m.vocab_size, Path(d.prepared_dir) if d.prepared_dir else workdir)
+    data_dir = Path(d.prepared_dir) if d.prepared_dir else workdir
+    if main:  # one process writes the config and builds the data; the others then read them
+        workdir.mkdir(parents=True, exist_ok=True)
+        check_workdir_config(cfg, workdir)
+        data: RunData = build_run_data(d, m.vocab_size, data_dir)
+    barrier("lm-data-built")
+    if not main:
+        check_workdir_config(cfg, workdir, write=False)
+        data = build_run_data(d, m.vocab_size, data_dir)
 
-    mesh = make_mesh(dict(cfg.mesh))
-    check_batch_divisible(t.batch_size // t.grad_accum, mesh)
-    graphdef, params, param_sh = shard_params_init(m, t.seed, mesh, DEFAULT_RULES)
+    layout = parallelism_from_config(cfg)
+    mesh, rules, pipeline = layout.mesh, layout.rules, layout.pipeline
+    graphdef, params, param_sh = shard_params_init(m, t.seed, mesh, rules)
     optimizer = make_optimizer(t, params)
     state_sh = train_state_shardings(optimizer, params, param_sh, mesh)
     state = jax.jit(lambda p: init_train_state(p, optimizer), out_shardings=state_sh)(params)
-    batch_sh = batch_sharding(mesh)
+    batch_sh = batch_sharding(mesh, rules)
     counts = param_counts(m)
-    print(f"[model] {counts.total:,} parameters ({counts.non_embedding:,} non-embedding)", flush=True)
+    if main:
+        print(f"[model] {counts.total:,} parameters ({counts.non_embedding:,} non-embedding) on "
+              f"{mesh.size} devices, mesh {dict(mesh.shape)}"
+              + (f", pipeline bubble {pipeline.bubble_fraction:.1%}" if pipeline else ""), flush=True)
 
     iterator = train_iterator(data.train, seq_len=d.seq_len, global_batch_size=t.batch_size,
                               seed=d.seed, bos_id=data.tokenizer.bos_id, eos_id=data.tokenizer.eos_id)
@@ -126,27 +140,29 @@ def train(cfg: ml_collections.ConfigDict, workdir: Path) -> dict[str, Any]:
         bos_id=data.tokenizer.bos_id, eos_id=data.tokenizer.eos_id)]
     checkpointer = Checkpointer(workdir / "checkpoints", keep_last=t.keep_last,
                                 keep_every=t.keep_every, async_save=t.async_checkpoint)
-    start = checkpointer.latest_step() or 0
-    if start:
+    latest = checkpointer.latest_step()  # step 0: a converted checkpoint (lm convert from-hf)
+    start = latest or 0
+    if latest is not None:
         abstract = jax.tree.map(lambda a, sh: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sh),
                                 jax.eval_shape(lambda: state), state_sh)
         state, data_state, _ = checkpointer.restore(start, abstract)
         iterator.set_state(data_state["iterator"])
-        print(f"[train] resumed from step {start} in {checkpointer.directory}", flush=True)
+        if main:
+            print(f"[train] resumed from step {start} in {checkpointer.directory}", flush=True)
 
-    train_step = jax.jit(make_train_step(graphdef, optimizer, grad_accum=t.grad_accum, z_loss=t.z_loss),
+    train_step = jax.jit(make_train_step(graphdef, optimizer, grad_accum=t.grad_accum,
+                                         z_loss=t.z_loss, pipeline=pipeline),
                          in_shardings=(state_sh, batch_sh), out_shardings=(state_sh, None),
                          donate_argnums=0)
-    eval_step = jax.jit(make_eval_step(graphdef), in_shardings=(param_sh, batch_sh))
+    eval_step = jax.jit(make_eval_step(graphdef, pipeline), in_shardings=(param_sh, batch_sh))
     schedule = lr_schedule(t)
     peak, peak_source = peak_flops_per_device(m.compute_dtype)
     flops_per_step = mfu_flops_per_token(m, d.seq_len) * t.batch_size * d.seq_len
     meta = {"param_counts": vars(counts), "peak_flops": peak, "peak_source": peak_source}
-    logger = MetricsLogger(workdir, total_steps=t.steps, start_step=start,
-                           enabled=jax.process_index() == 0)
+    logger = MetricsLogger(workdir, total_steps=t.steps, start_step=start, enabled=main)
     bad_in_a_row = bad_total = 0
     last_time = time.perf_counter()
-    with use_mesh_rules(mesh, DEFAULT_RULES):  # activation constraints apply while tracing
+    with use_mesh_rules(mesh, rules):  # activation constraints apply while tracing
         try:
             for step in range(start, t.steps):
                 batch = global_batch(next(iterator), batch_sh)
@@ -181,6 +197,6 @@ def train(cfg: ml_collections.ConfigDict, workdir: Path) -> dict[str, Any]:
             checkpointer.close()
             logger.close()
     summary = {"workdir": str(workdir), "step": int(state["step"]), "tokenizer": str(data.tokenizer.path)}
-    if jax.process_index() == 0:
+    if main:
         summary["loss_plot"] = str(plot_loss(workdir / "metrics.jsonl", workdir / "loss.png"))
     return summary

@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
+from lm.parallel.pipeline import Pipeline
 from lm.train.loss import cross_entropy_sums
 
 Batch = dict[str, jax.Array]
@@ -25,20 +26,23 @@ def init_train_state(params: Any, optimizer: optax.GradientTransformation) -> Tr
             "opt_state": optimizer.init(params)}
 
 
-def batch_loss_sums(graphdef: nnx.GraphDef, params: Any, batch: Batch) -> dict[str, jax.Array]:
+def batch_loss_sums(graphdef: nnx.GraphDef, params: Any, batch: Batch,
+                    pipeline: Pipeline | None = None) -> dict[str, jax.Array]:
     """Loss sums of one (micro)batch; padding (segment id 0) carries no loss."""
     model = nnx.merge(graphdef, params)
-    logits = model(batch["inputs"], batch["positions"], batch["segment_ids"])
+    logits = model(batch["inputs"], batch["positions"], batch["segment_ids"], pipeline)
     return cross_entropy_sums(logits, batch["targets"], batch["segment_ids"] > 0)
 
 
 def make_train_step(graphdef: nnx.GraphDef, optimizer: optax.GradientTransformation, *,
-                    grad_accum: int, z_loss: float) -> Callable[[TrainState, Batch], tuple[TrainState, dict]]:
+                    grad_accum: int, z_loss: float, pipeline: Pipeline | None = None,
+                    ) -> Callable[[TrainState, Batch], tuple[TrainState, dict]]:
     """A train step: gradient accumulation over `grad_accum` microbatches, a NaN/Inf
-    guard that skips the update (state unchanged, `finite` = 0), then AdamW."""
+    guard that skips the update (state unchanged, `finite` = 0), then AdamW. With
+    `pipeline`, each accumulation microbatch runs through that pipeline schedule."""
 
     def objective(params, microbatch):
-        sums = batch_loss_sums(graphdef, params, microbatch)
+        sums = batch_loss_sums(graphdef, params, microbatch, pipeline)
         return sums["nll"] + z_loss * sums["log_z_sq"], sums
 
     grad_fn = jax.grad(objective, has_aux=True)
@@ -76,10 +80,11 @@ def make_train_step(graphdef: nnx.GraphDef, optimizer: optax.GradientTransformat
     return step
 
 
-def make_eval_step(graphdef: nnx.GraphDef) -> Callable[[Any, Batch], dict[str, jax.Array]]:
+def make_eval_step(graphdef: nnx.GraphDef, pipeline: Pipeline | None = None,
+                   ) -> Callable[[Any, Batch], dict[str, jax.Array]]:
     """Loss sums of a held-out batch; add them over batches, then divide by tokens."""
 
     def step(params: Any, batch: Batch) -> dict[str, jax.Array]:
-        return batch_loss_sums(graphdef, params, batch)
+        return batch_loss_sums(graphdef, params, batch, pipeline)
 
     return step

@@ -1,0 +1,96 @@
+"""Pipeline filters that drop documents by a trained classifier's score.
+
+* `QualityFilter` keeps documents that look like a reference corpus: by a
+  score threshold, or by GPT-3's Pareto rule (Brown et al. 2020, appendix A:
+  keep a document when ``np.random.pareto(alpha) > 1 - score``, alpha = 9),
+  which keeps mostly high scores but some low ones too. The Pareto draw comes
+  from a keyed hash of the seed and the text, so reruns, processes and workers
+  agree: the keep probability of a document with score s is (2 - s) ** -alpha.
+* `ToxicityFilter` drops documents whose toxicity probability reaches a threshold.
+
+Both load a model written by `LinearClassifier.save`. With `languages` set, a
+filter judges only documents of those languages and lets the others pass (a
+model trained on English says nothing about Chinese); it then needs the
+language-id step before it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from lm.data.classify.model import LinearClassifier
+from lm.data.classify.train import text_unit
+
+
+class _ClassifierFilter:
+    """Shared loading and language gating; subclasses define `name` and `_judge`."""
+
+    name = ""
+
+    def __init__(self, model_path: str | Path, languages: list[str] | None):
+        self.model_path = str(model_path)
+        self.model = LinearClassifier.load(model_path)
+        self.languages = None if languages is None else list(languages)
+
+    def __call__(self, text: str, lang: str | None) -> str | None:
+        """None to keep `text`, or the reason ("<name>.<rule>") to drop it."""
+        if self.languages is not None:
+            if lang is None:
+                raise ValueError(
+                    f"{self.name} filter with languages={self.languages} got a document with no language; "
+                    "run the language-id step before it, or drop the languages argument")
+            if lang not in self.languages:
+                return None
+        return self._judge(text, self.model.score(text))
+
+    def _judge(self, text: str, score: float) -> str | None:
+        raise NotImplementedError
+
+
+class QualityFilter(_ClassifierFilter):
+    """Keep documents by quality score: `score >= threshold`, or GPT-3's Pareto rule with `pareto_alpha`.
+
+    Give exactly one of `threshold` (in [0, 1]) and `pareto_alpha` (> 0; GPT-3 used 9).
+    """
+
+    name = "quality_classifier"
+
+    def __init__(self, model_path: str | Path, threshold: float | None = None, pareto_alpha: float | None = None,
+                 seed: int = 0, languages: list[str] | None = None):
+        if (threshold is None) == (pareto_alpha is None):
+            raise ValueError(
+                f"give exactly one of threshold (got {threshold}) and pareto_alpha (got {pareto_alpha}), "
+                "e.g. threshold=0.5, or pareto_alpha=9 for GPT-3's rule")
+        if threshold is not None and not 0 <= threshold <= 1:
+            raise ValueError(f"threshold={threshold}: must be in [0, 1]")
+        if pareto_alpha is not None and not pareto_alpha > 0:
+            raise ValueError(f"pareto_alpha={pareto_alpha}: must be > 0 (GPT-3 used 9)")
+        super().__init__(model_path, languages)
+        self.threshold = threshold
+        self.pareto_alpha = pareto_alpha
+        self.seed = seed
+
+    def pareto_draw(self, text: str) -> float:
+        """The Pareto (Lomax, as numpy's) draw for `text`: u ** (-1/alpha) - 1 with u uniform in (0, 1]."""
+        u = 1.0 - text_unit(text, f"pareto:{self.seed}")
+        return u ** (-1.0 / self.pareto_alpha) - 1.0
+
+    def _judge(self, text: str, score: float) -> str | None:
+        if self.threshold is not None:
+            return None if score >= self.threshold else f"{self.name}.low_score"
+        return None if self.pareto_draw(text) > 1.0 - score else f"{self.name}.pareto"
+
+
+class ToxicityFilter(_ClassifierFilter):
+    """Drop documents whose toxicity probability is >= `threshold`."""
+
+    name = "toxicity"
+
+    def __init__(self, model_path: str | Path, threshold: float = 0.5, languages: list[str] | None = None):
+        if not 0 <= threshold <= 1:
+            raise ValueError(f"threshold={threshold}: must be in [0, 1]")
+        super().__init__(model_path, languages)
+        self.threshold = threshold
+
+    def _judge(self, text: str, score: float) -> str | None:
+        return f"{self.name}.score" if score >= self.threshold else None

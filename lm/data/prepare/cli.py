@@ -1,0 +1,45 @@
+"""`lm data`: prepare a recipe's data, or reprint a finished run's report.
+
+    lm data prepare --config experiments/data/tiny_demo.py --output runs/data/tiny [--workers N] [--executor local|ray]
+    lm data report runs/data/tiny
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def _prepare(args: argparse.Namespace, overrides: list[str]) -> None:
+    from lm.config import ConfigError
+    from lm.data.prepare.executor import prepare
+    from lm.data.prepare.recipe import load_recipe
+
+    if overrides:
+        raise ConfigError("lm data prepare takes no --config.* overrides; edit the recipe file")
+    rep = prepare(load_recipe(args.config), Path(args.output), workers=args.workers, executor=args.executor)
+    d = rep["documents"]
+    print(f"{d['read']} records read: {d['quarantined']} quarantined, {d['dropped']} dropped, {d['clean']} clean; "
+          f"report: {Path(args.output) / 'report.md'}")
+
+
+def _report(args: argparse.Namespace, overrides: list[str]) -> None:
+    path = Path(args.dir) / "report.md"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist; run lm data prepare --output {args.dir} first")
+    print(path.read_text("utf-8"), end="")
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    """Add `lm data prepare` and `lm data report`."""
+    data = commands.add_parser("data", help="prepare pretraining data from a recipe; show its report")
+    sub = data.add_subparsers(dest="data_command", required=True)
+    prep = sub.add_parser("prepare", help="run a recipe (resumes the run in --output)")
+    prep.add_argument("--config", required=True, help="recipe file with get_recipe()")
+    prep.add_argument("--output", required=True, help="run directory; rerunning resumes")
+    prep.add_argument("--workers", type=int, default=1, help="parallel processes (local) or Ray CPUs")
+    prep.add_argument("--executor", choices=("local", "ray"), default="local")
+    prep.set_defaults(run=_prepare)
+    rep = sub.add_parser("report", help="print a finished run's report.md")
+    rep.add_argument("dir")
+    rep.set_defaults(run=_report)

@@ -1,0 +1,154 @@
+"""The run report: report.json, report.md and plots/*.png, with counts that must add up.
+
+Documents read = quarantined + entering the first step; every step's documents in
+= out + dropped; each step's out = the next one's in; the last out = the clean
+documents. `write_report` checks all of it and refuses to write a report that
+does not add up.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from lm.data.prepare.provenance import LENGTH_BINS_PER_DECADE, NUM_LENGTH_BINS, Provenance, top_reasons
+from lm.data.read import DataError
+from lm.files import atomic_write, write_json_atomic
+
+TOP_REASONS = 15
+
+
+def write_report(run_dir: Path, p: Provenance, *, step_order: list[str], num_tasks: int, clean_docs: int,
+                 num_quarantined: int, token_manifests: dict[str, dict]) -> dict:
+    """Check the counts, write report.json, report.md and the plots; return the report dict."""
+    run_dir = Path(run_dir)
+    steps = [_step_row(name, p.steps.get(name)) for name in step_order]
+    quarantined = sum(p.read["quarantined"].values())
+    documents = {"read": p.read["records"], "quarantined": quarantined,
+                 "entered_steps": p.read["records"] - quarantined,
+                 "dropped": sum(row["dropped_total"] for row in steps), "clean": clean_docs}
+    _check_counts(documents, steps, num_quarantined, sum(p.length_out))
+    rep = {
+        "tasks": num_tasks,
+        "documents": documents,
+        "quarantine_reasons": p.read["quarantined"],
+        "steps": steps,
+        "top_removal_reasons": [{"step": s, "reason": r, "docs": n} for s, r, n in top_reasons(p, TOP_REASONS)],
+        "examples": p.examples,
+        "histograms": {"length_bin_edges_chars": [round(10 ** (b / LENGTH_BINS_PER_DECADE), 1)
+                                                  for b in range(NUM_LENGTH_BINS + 1)],
+                       "length_in": p.length_in, "length_out": p.length_out,
+                       "lang_out": p.lang_out, "lang_removed": p.lang_removed},
+        "tokens": token_manifests,
+    }
+    (run_dir / "plots").mkdir(exist_ok=True)
+    _plot_lengths(p, run_dir / "plots" / "length.png")
+    _plot_languages(p, run_dir / "plots" / "language.png")
+    write_json_atomic(rep, run_dir / "report.json")
+    with atomic_write(run_dir / "report.md") as f:
+        f.write(format_markdown(rep).encode("utf-8"))
+    return rep
+
+
+def _step_row(name: str, c: dict | None) -> dict:
+    c = c or {"docs_in": 0, "docs_out": 0, "chars_in": 0, "chars_out": 0, "dropped": {}, "modified_docs": 0,
+              "changes": {}}
+    return {"step": name, "docs_in": c["docs_in"], "docs_out": c["docs_out"],
+            "dropped_total": sum(c["dropped"].values()), "chars_in": c["chars_in"], "chars_out": c["chars_out"],
+            "dropped": c["dropped"], "modified_docs": c["modified_docs"], "changes": c["changes"]}
+
+
+def _check_counts(documents: dict, steps: list[dict], num_quarantined: int, histogram_out: int) -> None:
+    problems = []
+    if num_quarantined != documents["quarantined"]:
+        problems.append(f"quarantine.jsonl holds {num_quarantined} entries but {documents['quarantined']} were counted")
+    flowing = documents["entered_steps"]
+    for row in steps:
+        if row["docs_in"] != flowing:
+            problems.append(f"step {row['step']!r} received {row['docs_in']} documents, expected {flowing}")
+        if row["docs_in"] != row["docs_out"] + row["dropped_total"]:
+            problems.append(f"step {row['step']!r}: in {row['docs_in']} != out {row['docs_out']} + "
+                            f"dropped {row['dropped_total']}")
+        flowing = row["docs_out"]
+    if flowing != documents["clean"] or histogram_out != documents["clean"]:
+        problems.append(f"{flowing} documents left the last step, {histogram_out} were counted as output, "
+                        f"but clean/ holds {documents['clean']}")
+    if problems:
+        raise DataError("report counts do not add up: " + "; ".join(problems))
+
+
+def format_markdown(rep: dict) -> str:
+    """report.md: totals, the per-step table, top reasons, quarantine reasons and examples."""
+    d = rep["documents"]
+    lines = ["# Data preparation report", "",
+             f"{d['read']} records read in {rep['tasks']} tasks: {d['quarantined']} quarantined, "
+             f"{d['entered_steps']} entered the steps, {d['dropped']} dropped, {d['clean']} clean.", "",
+             "| step | docs in | docs out | dropped | modified | chars in | chars out |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
+    lines += [f"| {r['step']} | {r['docs_in']} | {r['docs_out']} | {r['dropped_total']} | {r['modified_docs']} | "
+              f"{r['chars_in']} | {r['chars_out']} |" for r in rep["steps"]]
+    if rep["tokens"]:
+        lines += ["", "## Tokens", "", "| group | documents | tokens |", "|---|---:|---:|"]
+        lines += [f"| {g} | {t['num_docs']} | {t['num_tokens']} |" for g, t in rep["tokens"].items()]
+    lines += ["", "## Top removal reasons", "", "| step | reason | documents |", "|---|---|---:|"]
+    lines += [f"| {r['step']} | {r['reason']} | {r['docs']} |" for r in rep["top_removal_reasons"]]
+    lines += ["", "## Quarantine", "", "| reason | records |", "|---|---:|"]
+    lines += [f"| {reason} | {n} |" for reason, n in rep["quarantine_reasons"].items()]
+    changes = [(r["step"], kind, n) for r in rep["steps"] for kind, n in r["changes"].items()]
+    if changes:
+        lines += ["", "## Changes", "", "| step | kind | count |", "|---|---|---:|"]
+        lines += [f"| {s} | {kind} | {n} |" for s, kind, n in changes]
+    lines += ["", "## Languages (clean)", "", ", ".join(f"{k}: {n}" for k, n in rep["histograms"]["lang_out"].items()),
+              "", "Plots: plots/length.png, plots/language.png", "", "## Examples of removed text", ""]
+    for reason, examples in rep["examples"].items():
+        lines.append(f"### {reason}")
+        for ex in examples:
+            text = ex["text"].replace("\n", " ").replace("|", "\\|")
+            lines.append(f"- `{ex['id']}`: {text[:200]}")
+        lines.append("")
+    return "\n".join(lines) + "\n"
+
+
+def _figure():
+    """A 7x4 inch Agg figure (matplotlib is imported here: pipeline workers never need it)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(7, 4), dpi=100)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _save(fig, path: Path) -> None:
+    fig.tight_layout()
+    with atomic_write(path) as f:
+        fig.savefig(f, format="png", metadata={"Software": None})
+
+
+def _plot_lengths(p: Provenance, path: Path) -> None:
+    fig = _figure()
+    ax = fig.add_subplot()
+    edges = [10 ** (b / LENGTH_BINS_PER_DECADE) for b in range(NUM_LENGTH_BINS + 1)]
+    ax.stairs(p.length_in, edges, label="entered the steps")
+    ax.stairs(p.length_out, edges, label="clean", fill=True, alpha=0.5)
+    ax.set_xscale("log")
+    ax.set_xlabel("document length (characters)")
+    ax.set_title("document lengths")
+    ax.set_ylabel("documents")
+    ax.legend()
+    _save(fig, path)
+
+
+def _plot_languages(p: Provenance, path: Path) -> None:
+    total = {k: p.lang_out.get(k, 0) + p.lang_removed.get(k, 0) for k in set(p.lang_out) | set(p.lang_removed)}
+    langs = sorted(total, key=lambda k: (-total[k], k))[:20]
+    fig = _figure()
+    ax = fig.add_subplot()
+    x = range(len(langs))
+    ax.bar([i - 0.2 for i in x], [p.lang_out.get(k, 0) for k in langs], width=0.4, label="clean")
+    ax.bar([i + 0.2 for i in x], [p.lang_removed.get(k, 0) for k in langs], width=0.4, label="removed")
+    ax.set_xticks(list(x), langs)
+    ax.set_yscale("log")
+    ax.set_ylabel("documents (log scale)")
+    ax.set_title("languages of clean and removed documents")
+    ax.legend()
+    _save(fig, path)

@@ -1,0 +1,79 @@
+"""`lm eval`: loss, perplexity and bits per byte of a run's newest checkpoint on text.
+
+    lm eval --workdir runs/quickstart --heldout
+    lm eval --workdir runs/x --data wiki.txt more.jsonl.zst [--text-field text]
+            [--max-documents N] [--seq-len L] [--batch-size B] [--output FILE]
+
+Prints the results as JSON and writes them (atomically) to --output, by
+default WORKDIR/eval/step<STEP>-<data>.json. See lm/evaluate.py for how
+documents are scored and windowed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from pathlib import Path
+
+from lm.config import ConfigError
+
+
+def _eval(args: argparse.Namespace, overrides: list[str]) -> None:
+    from lm.convert.workdir import read_config
+    from lm.evaluate import evaluate_run, heldout_documents
+    from lm.files import write_json_atomic
+
+    if overrides:
+        raise ConfigError("lm eval takes no --config.* overrides; the run's config is used")
+    workdir = Path(args.workdir)
+    cfg = read_config(workdir)
+    seq_len = args.seq_len or cfg.data.seq_len
+    batch_size = args.batch_size or cfg.train.batch_size
+    if not 0 < seq_len <= cfg.model.max_seq_len:
+        raise ConfigError(f"--seq-len {seq_len} must be in [1, model.max_seq_len={cfg.model.max_seq_len}]")
+    if batch_size <= 0 or (args.max_documents is not None and args.max_documents <= 0):
+        raise ConfigError("--batch-size and --max-documents must be positive")
+    data = cfg.data.copy_and_resolve_references()
+    if args.text_field:
+        data.text_field = args.text_field
+    if args.hf_split:
+        data.hf_split = args.hf_split
+    if args.heldout:
+        documents, described = heldout_documents(data), {"split": "heldout", "sources": list(data.sources)}
+    else:
+        from lm.data.build import iter_corpus
+
+        data.sources = tuple(args.data)
+        documents, described = iter_corpus(data), {"split": "all", "sources": list(args.data)}
+    described.update(text_field=data.text_field, max_documents=args.max_documents)
+    results = evaluate_run(workdir, cfg, documents, seq_len=seq_len, batch_size=batch_size,
+                           max_documents=args.max_documents)
+    results["data"] = described
+    output = Path(args.output) if args.output else _default_output(workdir, results["step"], described)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(results, output)
+    print(json.dumps({**results, "output": str(output)}))
+
+
+def _default_output(workdir: Path, step: int, described: dict) -> Path:
+    name = "heldout" if described["split"] == "heldout" else "+".join(
+        Path(s.rstrip("/")).name or s for s in described["sources"])
+    return workdir / "eval" / f"step{step}-{re.sub(r'[^A-Za-z0-9._+-]+', '_', name)[:80]}.json"
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    """Add `eval` to the `lm` command."""
+    parser = commands.add_parser("eval", help="loss, perplexity and bits per byte of a run's model on text")
+    parser.add_argument("--workdir", required=True)
+    which = parser.add_mutually_exclusive_group(required=True)
+    which.add_argument("--data", nargs="+", metavar="SOURCE",
+                       help="files, directories, 'stdlib' or hf:NAME[:CONFIG] (as data.sources)")
+    which.add_argument("--heldout", action="store_true", help="the run's own held-out split")
+    parser.add_argument("--text-field", help="JSONL/parquet text field (default: the run's data.text_field)")
+    parser.add_argument("--hf-split", help="split of an hf: source (default: the run's data.hf_split)")
+    parser.add_argument("--max-documents", type=int, help="score only the first N documents")
+    parser.add_argument("--seq-len", type=int, help="window length (default: the run's data.seq_len)")
+    parser.add_argument("--batch-size", type=int, help="windows per batch (default: train.batch_size)")
+    parser.add_argument("--output", help="results JSON (default: WORKDIR/eval/step<STEP>-<data>.json)")
+    parser.set_defaults(run=_eval)

@@ -1,0 +1,47 @@
+"""`lm train --compile-only`: per-device memory from an AOT compile, on simulated devices."""
+
+import json
+import os
+import subprocess
+import sys
+
+from lm.scaling.counts import param_counts
+from lm.config import load_config
+
+LOW_OPT = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
+TINY = "experiments/configs/tiny.py"
+
+
+def compile_only(*args: str) -> dict:
+    env = dict(os.environ, XLA_FLAGS=LOW_OPT)
+    result = subprocess.run([sys.executable, "-m", "lm.cli", "train", "--config", TINY,
+                             "--compile-only", "--devices", "8", *args],
+                            capture_output=True, text=True, env=env, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "per device" in result.stdout and "temporaries" in result.stdout
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_compile_only_reports_sharded_memory_without_a_workdir(tmp_path):
+    fsdp8 = compile_only("--config.mesh.data=1", "--config.mesh.fsdp=8")
+    staged = compile_only("--config.mesh.data=4", "--config.mesh.stage=2")
+    params = param_counts(load_config(TINY).model).total
+    assert fsdp8["devices"] == 8 and fsdp8["mesh"]["fsdp"] == 8
+    assert fsdp8["params"] == params
+    # tiny's dims all divide by 8: each device holds exactly 1/8 of the f32 parameters
+    assert fsdp8["param_bytes"] * 8 == params * 4
+    assert 2 * fsdp8["param_bytes"] <= fsdp8["opt_state_bytes"] <= 2 * fsdp8["param_bytes"] + 64
+    # 2 stages hold half the layers each; embeddings (tied) and norms are replicated
+    assert params * 4 / 2 < staged["param_bytes"] < params * 4
+    assert "2 stages x 2 microbatches" in staged["pipeline"]
+    assert staged["temp_bytes"] > 0 and staged["peak_bytes"] >= staged["argument_bytes"]
+    assert not any(tmp_path.iterdir())
+
+
+def test_a_mesh_that_does_not_fit_the_devices_is_named():
+    env = dict(os.environ, XLA_FLAGS=LOW_OPT)
+    result = subprocess.run([sys.executable, "-m", "lm.cli", "train", "--config", TINY,
+                             "--compile-only", "--devices", "8", "--config.mesh.data=3"],
+                            capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 2
+    assert "mesh axis sizes (data=3" in result.stderr and "8 devices" in result.stderr
