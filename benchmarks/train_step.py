@@ -1,4 +1,4 @@
-"""Train-step benchmark: compile time, step time, tokens/s and MFU of the real train step.
+"""Train-step benchmark: compile time, step time, tokens/s, MFU and peak memory of the real train step.
 
     python benchmarks/train_step.py --preset tiny --preset small [--steps 10] [--warmup 2]
         [--batch-size B] [--seq-len L] [--json OUT] [--config.section.field=value ...]
@@ -73,7 +73,8 @@ def time_train_step(cfg: ml_collections.ConfigDict, steps: int = 10, warmup: int
     optimizer = make_optimizer(t, params)
     state = jax.jit(lambda p: init_train_state(p, optimizer))(params)
     del params  # the state holds its own copy; the step donates the state
-    train_step = jax.jit(make_train_step(graphdef, optimizer, grad_accum=t.grad_accum, z_loss=t.z_loss),
+    train_step = jax.jit(make_train_step(graphdef, optimizer, grad_accum=t.grad_accum, z_loss=t.z_loss,
+                                         loss_chunk=t.loss_chunk),
                          donate_argnums=0)
     batches = synthetic_batches(min(warmup + steps, 8), batch_size, seq_len, m.vocab_size, t.seed)
 
@@ -90,6 +91,7 @@ def time_train_step(cfg: ml_collections.ConfigDict, steps: int = 10, warmup: int
             times.append(time.perf_counter() - start)
 
     step_s = statistics.median(times)
+    memory, memory_source = peak_memory(compiled)
     devices = jax.device_count()
     peak_flops, peak_source = peak if peak is not None else peak_flops_per_device(m.compute_dtype)
     counts = param_counts(m)
@@ -122,7 +124,21 @@ def time_train_step(cfg: ml_collections.ConfigDict, steps: int = 10, warmup: int
         "peak_flops_per_device": peak_flops,
         "peak_source": peak_source,
         "final_loss": float(metrics["loss"]),
+        "peak_memory_bytes": memory,
+        "peak_memory_source": memory_source,
     }
+
+
+def peak_memory(compiled: Any) -> tuple[int, str]:
+    """Peak bytes per device: the allocator's high-water mark where the device reports one
+    (GPU, TPU), else XLA's buffer assignment of the compiled step (arguments + temporaries
+    + outputs not aliased to inputs)."""
+    stats = jax.devices()[0].memory_stats() or {}
+    if "peak_bytes_in_use" in stats:
+        return int(stats["peak_bytes_in_use"]), "allocator peak"
+    a = compiled.memory_analysis()
+    total = a.argument_size_in_bytes + a.temp_size_in_bytes + a.output_size_in_bytes - a.alias_size_in_bytes
+    return int(total), "XLA buffer assignment"
 
 
 def _millions(n: int) -> str:
@@ -140,8 +156,9 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
     lines.append("MFU = model FLOPs per step / (median step s x devices x peak); "
                  "MFU(model): mfu_flops_per_token (causal half, no embedding lookup); "
                  "MFU(6N): 6 x non-embedding params")
+    lines.append(f"peak memory per device: {first['peak_memory_source']}")
     header = ["preset", "params total/non-emb", "batch x seq", "compile s", "step s",
-              "tokens/s", "model TFLOP/s", "MFU(model)", "MFU(6N)"]
+              "tokens/s", "model TFLOP/s", "MFU(model)", "MFU(6N)", "peak GiB"]
     table = [header] + [[
         r["preset"],
         f"{_millions(r['params_total'])} / {_millions(r['params_non_embedding'])}",
@@ -152,6 +169,7 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
         f"{r['model_tflops_per_s']:.4f}",
         f"{100 * r['mfu']:.1f}%",
         f"{100 * r['mfu_6n']:.1f}%",
+        f"{r['peak_memory_bytes'] / 2**30:.2f}",
     ] for r in rows]
     widths = [max(len(row[i]) for row in table) for i in range(len(header))]
     lines += ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in table]

@@ -65,6 +65,7 @@ def _sample(args: argparse.Namespace, overrides: list[str]) -> None:
     import jax
     import jax.numpy as jnp
 
+    from lm.data.build import run_tokenizer_path
     from lm.data.tokenizer import Tokenizer
     from lm.sample import generate
     from lm.train.loop import load_params
@@ -76,9 +77,7 @@ def _sample(args: argparse.Namespace, overrides: list[str]) -> None:
     cfg = from_json_dict(json.loads(config_path.read_text()))
     s = cfg.sample
     graphdef, params, step = load_params(workdir, cfg)
-    data_dir = Path(cfg.data.prepared_dir) if cfg.data.prepared_dir else workdir
-    tokenizer = Tokenizer.load(Path(cfg.data.tokenizer_path) if cfg.data.tokenizer_path
-                               else data_dir / "tokenizer" / "tokenizer.model")
+    tokenizer = Tokenizer.load(run_tokenizer_path(cfg.data, workdir))
     prompt = [tokenizer.bos_id] + tokenizer.encode(args.prompt)
     max_new = args.max_new_tokens or s.max_new_tokens
     if len(prompt) + max_new > cfg.model.max_seq_len:

@@ -20,8 +20,12 @@ import ml_collections
 MESH_AXES = ("data", "fsdp", "tensor", "stage")  # the device mesh's axes, in order
 DTYPES = ("float32", "bfloat16")
 REMAT_POLICIES = ("none", "full", "dots")
+ATTENTION_KERNELS = ("einsum", "xla", "cudnn")
 SCHEDULES = ("cosine", "wsd", "constant")
 TOKENIZER_TYPES = ("bpe", "unigram")
+# data fields that choose, split or tokenize the documents: a prepared corpus's recipe decides these.
+PREPARED_REPLACES = ("sources", "text_field", "hf_split", "heldout_fraction", "tokenizer_path", "tokenizer_type",
+                     "tokenizer_byte_fallback", "tokenizer_split_digits", "tokenizer_max_sentences")
 
 
 class ConfigError(ValueError):
@@ -49,6 +53,9 @@ def default_config() -> ml_collections.ConfigDict:
     m.param_dtype = "float32"
     m.compute_dtype = "float32"
     m.remat = "none"
+    # einsum: lm's own GQA attention; xla / cudnn: jax.nn.dot_product_attention with that
+    # implementation (cudnn: fused flash attention on NVIDIA GPUs, bf16/fp16 only)
+    m.attention = "einsum"
 
     c.data = ml_collections.ConfigDict()
     d = c.data
@@ -59,6 +66,9 @@ def default_config() -> ml_collections.ConfigDict:
     d.seq_len = 128
     d.seed = 0
     d.prepared_dir = ""  # build (once) and read tokenizer + shards here, shared by runs; "" = workdir
+    # An `lm data prepare --output` directory: train on its recipe's mixture over tokens/<group>/
+    # with its tokenizer, evaluate on heldout/<group>/. It replaces the fields in PREPARED_REPLACES.
+    d.prepared_corpus = ""
     d.tokenizer_path = ""  # use this sentencepiece model instead of training one
     d.tokenizer_type = "bpe"
     d.tokenizer_byte_fallback = True
@@ -83,6 +93,7 @@ def default_config() -> ml_collections.ConfigDict:
     t.eps = 1e-8
     t.clip_norm = 1.0
     t.z_loss = 0.0
+    t.loss_chunk = 0  # > 0: head + loss this many positions at a time (no full f32 logits)
     t.seed = 0
     t.log_every = 1
     t.eval_every = 100
@@ -166,6 +177,7 @@ def validate(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
         ("model.param_dtype", m.param_dtype, DTYPES),
         ("model.compute_dtype", m.compute_dtype, DTYPES),
         ("model.remat", m.remat, REMAT_POLICIES),
+        ("model.attention", m.attention, ATTENTION_KERNELS),
         ("train.schedule", t.schedule, SCHEDULES),
         ("data.tokenizer_type", d.tokenizer_type, TOKENIZER_TYPES),
     ]:
@@ -175,6 +187,15 @@ def validate(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
         _fail("data.sources", "is empty; give 'stdlib', files, directories or 'hf:NAME'")
     if not 0.0 < d.heldout_fraction < 1.0:
         _fail("data.heldout_fraction", f"must be in (0, 1), got {d.heldout_fraction}")
+    if d.prepared_corpus:
+        defaults = default_config().data
+        for key in PREPARED_REPLACES:
+            if d[key] != defaults[key]:
+                _fail(f"data.{key}", f"is {d[key]!r}, but data.prepared_corpus={d.prepared_corpus!r} supplies "
+                      "the documents, held-out split and tokenizer; drop one of the two")
+    if t.loss_chunk < 0 or (t.loss_chunk and d.seq_len % t.loss_chunk):
+        _fail("train.loss_chunk", f"must be 0 (off) or divide data.seq_len={d.seq_len}, "
+              f"got {t.loss_chunk}")
     if t.batch_size % t.grad_accum:
         _fail("train.grad_accum", f"{t.grad_accum} does not divide train.batch_size="
               f"{t.batch_size}; the batch is split into grad_accum microbatches")

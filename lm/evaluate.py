@@ -27,7 +27,7 @@ import dataclasses
 import itertools
 import math
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable
 
 import jax
 import ml_collections
@@ -35,8 +35,8 @@ import numpy as np
 from flax import nnx
 from tqdm import tqdm
 
-from lm.convert.workdir import restore_params, tokenizer_path
-from lm.data.build import is_heldout, iter_corpus
+from lm.convert.workdir import restore_params
+from lm.data.build import run_tokenizer_path
 from lm.data.read import Document
 from lm.data.tokenizer import Tokenizer
 from lm.train.step import make_eval_step
@@ -109,16 +109,11 @@ def score_documents(graphdef: nnx.GraphDef, params: Any, tokenizer: Tokenizer, t
     return totals
 
 
-def heldout_documents(d: ml_collections.ConfigDict) -> Iterator[Document]:
-    """The held-out documents of a run's data config, split as training split them."""
-    return (doc for doc in iter_corpus(d) if is_heldout(doc.text, d.heldout_fraction))
-
-
 def evaluate_run(workdir: Path, cfg: ml_collections.ConfigDict, documents: Iterable[Document], *,
                  seq_len: int, batch_size: int, max_documents: int | None = None) -> dict[str, Any]:
     """Score the newest checkpoint of the run in `workdir` (config `cfg`) on `documents`."""
     graphdef, params, step = restore_params(workdir, cfg)
-    tokenizer = Tokenizer.load(tokenizer_path(cfg, workdir))
+    tokenizer = Tokenizer.load(run_tokenizer_path(cfg.data, workdir))
     docs = itertools.islice(documents, max_documents)
     texts = (doc.text for doc in tqdm(docs, desc="eval", unit="doc", disable=None, total=max_documents))
     totals = score_documents(graphdef, params, tokenizer, texts, seq_len=seq_len, batch_size=batch_size)

@@ -21,7 +21,8 @@ from lm.config import ConfigError
 
 def _eval(args: argparse.Namespace, overrides: list[str]) -> None:
     from lm.convert.workdir import read_config
-    from lm.evaluate import evaluate_run, heldout_documents
+    from lm.data.build import heldout_documents
+    from lm.evaluate import evaluate_run
     from lm.files import write_json_atomic
 
     if overrides:
@@ -40,7 +41,8 @@ def _eval(args: argparse.Namespace, overrides: list[str]) -> None:
     if args.hf_split:
         data.hf_split = args.hf_split
     if args.heldout:
-        documents, described = heldout_documents(data), {"split": "heldout", "sources": list(data.sources)}
+        sources = [data.prepared_corpus] if data.prepared_corpus else list(data.sources)
+        documents, described = heldout_documents(data), {"split": "heldout", "sources": sources}
     else:
         from lm.data.build import iter_corpus
 

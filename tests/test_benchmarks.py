@@ -29,7 +29,7 @@ def test_time_train_step_tiny(bench):
     assert (row["preset"], row["batch_size"], row["seq_len"], row["steps"]) == ("tiny", 2, 16, 2)
     for key in ("params_total", "params_non_embedding", "compile_s", "median_step_s",
                 "tokens_per_s", "model_tflops_per_s", "mfu", "mfu_6n", "peak_flops_per_device",
-                "final_loss"):
+                "final_loss", "peak_memory_bytes"):
         assert math.isfinite(row[key]) and row[key] > 0, key
     assert row["params_total"] > row["params_non_embedding"]
     tokens_per_step, step_s, devices = 2 * 16, row["median_step_s"], row["device_count"]
@@ -40,3 +40,17 @@ def test_time_train_step_tiny(bench):
         row["six_n_flops_per_token"] * tokens_per_step / (step_s * devices * peak))
     assert row["model_flops_per_token"] > row["six_n_flops_per_token"] > 0
     assert "tiny" in bench.format_table([row])
+    assert row["peak_memory_source"] == "XLA buffer assignment"  # CPU reports no allocator peak
+
+
+def test_gpu_suite_rows_are_valid_configs():
+    spec = importlib.util.spec_from_file_location("gpu_suite", BENCH.parent / "gpu_suite.py")
+    suite = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(suite)
+    for label, preset, overrides in suite.ROWS:
+        cfg = load_config(suite.HERE / ".." / "experiments" / "configs" / f"{preset}.py", overrides)
+        smoke = load_config(suite.HERE / ".." / "experiments" / "configs" / f"{preset}.py",
+                            suite.smoke_overrides(overrides))
+        assert smoke.model.attention in ("einsum", "xla"), label  # no cuDNN on CPU
+        assert (smoke.train.loss_chunk > 0) == (cfg.train.loss_chunk > 0), label
+        assert cfg.model.compute_dtype == "bfloat16", label

@@ -104,6 +104,23 @@ def test_gqa_model_equals_mha_model_with_repeated_weights():
                                atol=1e-5, rtol=1e-5)
 
 
+def test_xla_attention_kernel_equals_the_einsum_attention():
+    m, model = make()
+    _, fused = make(attention="xla")  # same seed, same parameters; GQA (4 heads, 2 kv heads)
+    tokens = random_tokens((3, 12), m.vocab_size)
+    positions = jnp.broadcast_to(jnp.arange(12), (3, 12))
+    segments = jnp.ones((3, 12), jnp.int32).at[1, 5:].set(2)  # two packed documents
+
+    def loss(model):
+        return jnp.mean(forward(model, tokens, positions, segments) ** 2)
+
+    np.testing.assert_allclose(forward(fused, tokens, positions, segments),
+                               forward(model, tokens, positions, segments), rtol=1e-5, atol=1e-5)
+    g_einsum = nnx.to_pure_dict(nnx.state(nnx.jit(nnx.grad(loss))(model)))
+    g_fused = nnx.to_pure_dict(nnx.state(nnx.jit(nnx.grad(loss))(fused)))
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-7), g_einsum, g_fused)
+
+
 @pytest.mark.parametrize("policy", ["full", "dots"])
 def test_remat_gives_the_same_loss_and_gradients(policy):
     m, model = make()

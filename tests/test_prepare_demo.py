@@ -47,7 +47,9 @@ def test_tiny_demo_recipe_end_to_end(tmp_path, capsys):
 
     tokenizer = Tokenizer.load(out / "tokenizer" / "tokenizer.model")
     shards = {g: TokenShards(out / "tokens" / g, verify=True) for g in ("en", "zh")}
-    assert shards["en"].num_docs + shards["zh"].num_docs == d["clean"]
+    heldout = {g: TokenShards(out / "heldout" / g, verify=True) for g in ("en", "zh")}
+    assert sum(s.num_docs for s in [*shards.values(), *heldout.values()]) == d["clean"]
+    assert heldout["en"].num_docs == rep["tokens"]["en"]["heldout_docs"] == 2  # tokens.heldout_fraction 0.01
     zh_doc = next(r for r in clean.values() if r.lang == "zh")
     assert tokenizer.decode(shards["zh"].doc(0)) == zh_doc.text
     assert rep["tokens"]["zh"]["num_tokens"] == shards["zh"].num_tokens

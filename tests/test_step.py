@@ -11,13 +11,14 @@ from lm.train.step import init_train_state, make_eval_step, make_train_step
 from tests.helpers import random_tokens, tiny_model_config
 
 
-def setup(grad_accum=1):
+def setup(grad_accum=1, loss_chunk=0):
     m = tiny_model_config()
     t = default_config().train
     t.update(steps=10, warmup_steps=0, lr=1e-2, grad_accum=grad_accum)
     graphdef, params = build_model(m, 0)
     optimizer = make_optimizer(t, params)
-    step = jax.jit(make_train_step(graphdef, optimizer, grad_accum=grad_accum, z_loss=1e-4))
+    step = jax.jit(make_train_step(graphdef, optimizer, grad_accum=grad_accum, z_loss=1e-4,
+                                   loss_chunk=loss_chunk))
     return graphdef, init_train_state(params, optimizer), step, m
 
 
@@ -42,6 +43,19 @@ def test_gradient_accumulation_equals_one_big_batch():
         np.testing.assert_allclose(metrics1["grad_norm"], metrics2["grad_norm"], rtol=1e-5)
     assert float(metrics1["tokens"]) == 4 * 16 - 3  # padding carries no loss
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-3, atol=2e-5),
+                 state1["params"], state2["params"])
+
+
+def test_chunked_loss_equals_the_full_logits_loss():
+    _, state1, step1, m = setup()
+    _, state2, step2, _ = setup(loss_chunk=4)  # 16 positions in 4 chunks
+    batch = packed_batch(m.vocab_size)
+    for _ in range(2):
+        state1, metrics1 = step1(state1, batch)
+        state2, metrics2 = step2(state2, batch)
+        for key in ("loss", "z_loss", "grad_norm", "tokens"):
+            np.testing.assert_allclose(metrics2[key], metrics1[key], rtol=1e-5)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
                  state1["params"], state2["params"])
 
 

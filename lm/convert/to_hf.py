@@ -27,7 +27,8 @@ from lm.config import ConfigError
 from lm.convert import layout
 from lm.convert.hf_config import hf_config_from_model
 from lm.convert.safetensors_io import write_safetensors
-from lm.convert.workdir import read_config, restore_params, tokenizer_path
+from lm.convert.workdir import read_config, restore_params
+from lm.data.build import run_tokenizer_path
 from lm.data.tokenizer import Tokenizer
 from lm.files import write_json_atomic
 
@@ -77,7 +78,7 @@ def convert_to_hf(workdir: Path, dst: Path, *, max_shard_bytes: int) -> dict[str
     cfg = read_config(workdir)
     if dst.exists() and any(dst.iterdir()):
         raise ConfigError(f"DST_DIR {dst} is not empty; choose a new directory")
-    tokenizer = Tokenizer.load(tokenizer_path(cfg, workdir))
+    tokenizer = Tokenizer.load(run_tokenizer_path(cfg.data, workdir))
     _, params, step = restore_params(workdir, cfg)
     dst.mkdir(parents=True, exist_ok=True)
     files = write_safetensors(hf_tensors(params, cfg.model), dst, max_shard_bytes=max_shard_bytes)

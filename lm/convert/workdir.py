@@ -39,14 +39,6 @@ def read_config(workdir: Path) -> ml_collections.ConfigDict:
     return from_json_dict(json.loads(path.read_text()))
 
 
-def tokenizer_path(cfg: ml_collections.ConfigDict, workdir: Path) -> Path:
-    """The sentencepiece model a run uses (where `lm train` and `lm sample` find it)."""
-    if cfg.data.tokenizer_path:
-        return Path(cfg.data.tokenizer_path)
-    data_dir = Path(cfg.data.prepared_dir) if cfg.data.prepared_dir else Path(workdir)
-    return data_dir / "tokenizer" / "tokenizer.model"
-
-
 def abstract_model(m: ml_collections.ConfigDict) -> tuple[nnx.GraphDef, dict[str, Any]]:
     """The graph definition and parameter shapes/dtypes of model config `m` (nothing allocated)."""
     graphdef, state = nnx.split(nnx.eval_shape(lambda: Decoder(m, rngs=nnx.Rngs(0))))

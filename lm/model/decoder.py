@@ -30,7 +30,8 @@ class Block(nnx.Module):
         self.attn_norm = RMSNorm(m.d_model, eps=m.norm_eps, param_dtype=pdt)
         self.attn = Attention(d_model=m.d_model, num_heads=m.num_heads, num_kv_heads=m.num_kv_heads,
                               head_dim=head_dim(m), rope_theta=m.rope_theta, init_std=m.init_std,
-                              out_std=out_std, param_dtype=pdt, compute_dtype=cdt, rngs=rngs)
+                              out_std=out_std, param_dtype=pdt, compute_dtype=cdt, rngs=rngs,
+                              kernel=m.attention)
         self.mlp_norm = RMSNorm(m.d_model, eps=m.norm_eps, param_dtype=pdt)
         self.mlp = MLP(d_model=m.d_model, d_ff=m.d_ff, init_std=m.init_std, out_std=out_std,
                        param_dtype=pdt, compute_dtype=cdt, rngs=rngs)
@@ -69,8 +70,24 @@ class Decoder(nnx.Module):
 
         With `pipeline`, the blocks run as that pipeline schedule over the `stage` axis.
         """
-        logits, _ = self._forward(tokens_BxL, positions_BxL, segment_ids_BxL, None, pipeline)
-        return logits
+        return self.logits(self.hidden(tokens_BxL, positions_BxL, segment_ids_BxL, pipeline))
+
+    def hidden(self, tokens_BxL: jax.Array, positions_BxL: jax.Array,
+               segment_ids_BxL: jax.Array, pipeline: Pipeline | None = None) -> jax.Array:
+        """The final-norm hidden states [B, L, D] (what the head turns into logits)."""
+        x_BxLxD, _ = self._forward(tokens_BxL, positions_BxL, segment_ids_BxL, None, pipeline)
+        return x_BxLxD
+
+    def head_matrix(self) -> jax.Array:
+        """The output projection [D, vocab] in the compute dtype (the embedding's transpose when tied)."""
+        head_DxV = self.embed[...].T if self.head is None else self.head[...]
+        return head_DxV.astype(self.compute_dtype)
+
+    def logits(self, x_BxLxD: jax.Array) -> jax.Array:
+        """Float32 logits of hidden states."""
+        logits = jnp.einsum("bld,dv->blv", x_BxLxD, self.head_matrix(),
+                            preferred_element_type=jnp.float32)
+        return constrain(logits, ("batch", "seq", "vocab"))
 
     def decode(self, tokens_BxL: jax.Array, positions_BxL: jax.Array,
                cache: KVCache) -> tuple[jax.Array, KVCache]:
@@ -79,7 +96,8 @@ class Decoder(nnx.Module):
         `cache` holds every layer stacked on a leading axis (see `init_cache`).
         """
         segment_ids_BxL = jnp.ones_like(tokens_BxL)
-        return self._forward(tokens_BxL, positions_BxL, segment_ids_BxL, cache)
+        x_BxLxD, cache = self._forward(tokens_BxL, positions_BxL, segment_ids_BxL, cache)
+        return self.logits(x_BxLxD), cache
 
     def init_cache(self, batch: int, max_len: int) -> KVCache:
         """An empty KV cache for `batch` sequences of up to `max_len` tokens."""
@@ -110,8 +128,4 @@ class Decoder(nnx.Module):
             stage = lambda state, x, pos, seg: apply_layers(state, x, pos, seg, None)[0]
             x_BxLxD = run_pipeline(stage, block_state, x_BxLxD, positions_BxL, segment_ids_BxL,
                                    pipeline)
-        x_BxLxD = self.final_norm(x_BxLxD)
-        head_DxV = self.embed[...].T if self.head is None else self.head[...]
-        logits = jnp.einsum("bld,dv->blv", x_BxLxD, head_DxV.astype(dt),
-                            preferred_element_type=jnp.float32)
-        return constrain(logits, ("batch", "seq", "vocab")), cache
+        return self.final_norm(x_BxLxD), cache

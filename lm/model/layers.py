@@ -74,6 +74,13 @@ def attend(q_BxLxHxK: jax.Array, k_BxSxKVxK: jax.Array, v_BxSxKVxK: jax.Array,
     return out.reshape(b, length, heads, dim)
 
 
+def attend_fused(q_BxLxHxK: jax.Array, k_BxSxKVxK: jax.Array, v_BxSxKVxK: jax.Array,
+                 mask_BxLxS: jax.Array, implementation: str) -> jax.Array:
+    """`attend` through `jax.nn.dot_product_attention` ("xla" or "cudnn" kernels)."""
+    return jax.nn.dot_product_attention(q_BxLxHxK, k_BxSxKVxK, v_BxSxKVxK,
+                                        mask=mask_BxLxS[:, None], implementation=implementation)
+
+
 class KVCache(NamedTuple):
     """Keys and values of one layer for decoding; `index` is the next free slot."""
 
@@ -87,9 +94,11 @@ class Attention(nnx.Module):
 
     def __init__(self, *, d_model: int, num_heads: int, num_kv_heads: int, head_dim: int,
                  rope_theta: float, init_std: float, out_std: float,
-                 param_dtype: jnp.dtype, compute_dtype: jnp.dtype, rngs: nnx.Rngs):
+                 param_dtype: jnp.dtype, compute_dtype: jnp.dtype, rngs: nnx.Rngs,
+                 kernel: str = "einsum"):
         init, out_init = nnx.initializers.normal(init_std), nnx.initializers.normal(out_std)
         d, h, kv, k = d_model, num_heads, num_kv_heads, head_dim
+        self.kernel = kernel
         self.wq = logical_param(rngs, init, (d, h, k), ("embed", "heads", "head_dim"), param_dtype)
         self.wk = logical_param(rngs, init, (d, kv, k), ("embed", "kv_heads", "head_dim"), param_dtype)
         self.wv = logical_param(rngs, init, (d, kv, k), ("embed", "kv_heads", "head_dim"), param_dtype)
@@ -107,12 +116,16 @@ class Attention(nnx.Module):
         k = constrain(apply_rope(k, positions_BxL, self.rope_theta), ("batch", "seq", "kv_heads", "head_dim"))
         v = constrain(v, ("batch", "seq", "kv_heads", "head_dim"))
         if cache is None:
-            out = attend(q, k, v, attention_mask(segment_ids_BxL))
+            mask_BxLxS = attention_mask(segment_ids_BxL)
         else:
             cache = self._update_cache(cache, k, v)
-            key_pos_S = jnp.arange(cache.k_BxSxKVxK.shape[1])
+            k, v = cache.k_BxSxKVxK, cache.v_BxSxKVxK
+            key_pos_S = jnp.arange(k.shape[1])
             mask_BxLxS = key_pos_S[None, None, :] <= positions_BxL[:, :, None]
-            out = attend(q, cache.k_BxSxKVxK, cache.v_BxSxKVxK, mask_BxLxS)
+        if self.kernel == "einsum":
+            out = attend(q, k, v, mask_BxLxS)
+        else:
+            out = attend_fused(q, k, v, mask_BxLxS, self.kernel)
         y = jnp.einsum("blhk,hkd->bld", out, self.wo[...].astype(dt))
         return y, cache
 

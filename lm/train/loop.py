@@ -19,7 +19,7 @@ from flax import nnx
 
 from lm import config as config_lib
 from lm.data.build import RunData, build_run_data
-from lm.data.loader import eval_batches, train_iterator
+from lm.data.loader import eval_batches
 from lm.files import write_json_atomic
 from lm.model.decoder import Decoder
 from lm.model.sharding import use_mesh_rules
@@ -133,8 +133,7 @@ def train(cfg: ml_collections.ConfigDict, workdir: Path) -> dict[str, Any]:
               f"{mesh.size} devices, mesh {dict(mesh.shape)}"
               + (f", pipeline bubble {pipeline.bubble_fraction:.1%}" if pipeline else ""), flush=True)
 
-    iterator = train_iterator(data.train, seq_len=d.seq_len, global_batch_size=t.batch_size,
-                              seed=d.seed, bos_id=data.tokenizer.bos_id, eos_id=data.tokenizer.eos_id)
+    iterator = data.train_batches(t.batch_size, t.steps)
     heldout = [global_batch(b, batch_sh) for b in eval_batches(
         data.heldout, seq_len=d.seq_len, batch_size=t.batch_size, num_batches=t.eval_batches,
         bos_id=data.tokenizer.bos_id, eos_id=data.tokenizer.eos_id)]
@@ -151,10 +150,12 @@ def train(cfg: ml_collections.ConfigDict, workdir: Path) -> dict[str, Any]:
             print(f"[train] resumed from step {start} in {checkpointer.directory}", flush=True)
 
     train_step = jax.jit(make_train_step(graphdef, optimizer, grad_accum=t.grad_accum,
-                                         z_loss=t.z_loss, pipeline=pipeline),
+                                         z_loss=t.z_loss, pipeline=pipeline,
+                                         loss_chunk=t.loss_chunk),
                          in_shardings=(state_sh, batch_sh), out_shardings=(state_sh, None),
                          donate_argnums=0)
-    eval_step = jax.jit(make_eval_step(graphdef, pipeline), in_shardings=(param_sh, batch_sh))
+    eval_step = jax.jit(make_eval_step(graphdef, pipeline, t.loss_chunk),
+                        in_shardings=(param_sh, batch_sh))
     schedule = lr_schedule(t)
     peak, peak_source = peak_flops_per_device(m.compute_dtype)
     flops_per_step = mfu_flops_per_token(m, d.seq_len) * t.batch_size * d.seq_len

@@ -94,7 +94,7 @@ def compile_memory_report(cfg: ml_collections.ConfigDict) -> MemoryReport:
     token = jax.ShapeDtypeStruct((t.batch_size, cfg.data.seq_len), jnp.int32, sharding=batch_sh)
     batch = {k: token for k in ("inputs", "targets", "positions", "segment_ids")}
     step = make_train_step(graphdef, optimizer, grad_accum=t.grad_accum, z_loss=t.z_loss,
-                           pipeline=pipeline)
+                           pipeline=pipeline, loss_chunk=t.loss_chunk)
     start = time.perf_counter()
     with use_mesh_rules(mesh, rules):
         compiled = jax.jit(step, in_shardings=(state_sh, batch_sh), out_shardings=(state_sh, None),

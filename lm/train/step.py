@@ -15,7 +15,7 @@ import optax
 from flax import nnx
 
 from lm.parallel.pipeline import Pipeline
-from lm.train.loss import cross_entropy_sums
+from lm.train.loss import chunked_cross_entropy_sums, cross_entropy_sums
 
 Batch = dict[str, jax.Array]
 TrainState = dict[str, Any]
@@ -27,22 +27,31 @@ def init_train_state(params: Any, optimizer: optax.GradientTransformation) -> Tr
 
 
 def batch_loss_sums(graphdef: nnx.GraphDef, params: Any, batch: Batch,
-                    pipeline: Pipeline | None = None) -> dict[str, jax.Array]:
-    """Loss sums of one (micro)batch; padding (segment id 0) carries no loss."""
+                    pipeline: Pipeline | None = None, loss_chunk: int = 0) -> dict[str, jax.Array]:
+    """Loss sums of one (micro)batch; padding (segment id 0) carries no loss.
+
+    `loss_chunk` > 0 computes the head and loss that many positions at a time
+    (`chunked_cross_entropy_sums`), never holding the full float32 logits.
+    """
     model = nnx.merge(graphdef, params)
+    mask = batch["segment_ids"] > 0
+    if loss_chunk:
+        hidden = model.hidden(batch["inputs"], batch["positions"], batch["segment_ids"], pipeline)
+        return chunked_cross_entropy_sums(hidden, model.head_matrix(), batch["targets"], mask,
+                                          loss_chunk)
     logits = model(batch["inputs"], batch["positions"], batch["segment_ids"], pipeline)
-    return cross_entropy_sums(logits, batch["targets"], batch["segment_ids"] > 0)
+    return cross_entropy_sums(logits, batch["targets"], mask)
 
 
 def make_train_step(graphdef: nnx.GraphDef, optimizer: optax.GradientTransformation, *,
                     grad_accum: int, z_loss: float, pipeline: Pipeline | None = None,
-                    ) -> Callable[[TrainState, Batch], tuple[TrainState, dict]]:
+                    loss_chunk: int = 0) -> Callable[[TrainState, Batch], tuple[TrainState, dict]]:
     """A train step: gradient accumulation over `grad_accum` microbatches, a NaN/Inf
     guard that skips the update (state unchanged, `finite` = 0), then AdamW. With
     `pipeline`, each accumulation microbatch runs through that pipeline schedule."""
 
     def objective(params, microbatch):
-        sums = batch_loss_sums(graphdef, params, microbatch, pipeline)
+        sums = batch_loss_sums(graphdef, params, microbatch, pipeline, loss_chunk)
         return sums["nll"] + z_loss * sums["log_z_sq"], sums
 
     grad_fn = jax.grad(objective, has_aux=True)
@@ -81,10 +90,10 @@ def make_train_step(graphdef: nnx.GraphDef, optimizer: optax.GradientTransformat
 
 
 def make_eval_step(graphdef: nnx.GraphDef, pipeline: Pipeline | None = None,
-                   ) -> Callable[[Any, Batch], dict[str, jax.Array]]:
+                   loss_chunk: int = 0) -> Callable[[Any, Batch], dict[str, jax.Array]]:
     """Loss sums of a held-out batch; add them over batches, then divide by tokens."""
 
     def step(params: Any, batch: Batch) -> dict[str, jax.Array]:
-        return batch_loss_sums(graphdef, params, batch, pipeline)
+        return batch_loss_sums(graphdef, params, batch, pipeline, loss_chunk)
 
     return step

@@ -18,7 +18,9 @@ Layout of an output directory:
                              chars, text cut to output.removed_text_chars)
     quarantine.jsonl         bad input: source, file, line, reason, excerpt
     tokenizer/               tokenizer.model + tokenizer.json
-    tokens/<group>/          token shards (lm.data.shards) per source or language
+    tokens/<group>/          token shards (lm.data.shards) per source or language: the training side
+    heldout/<group>/         the held-out side (documents chosen by a hash of their text,
+                             recipe field tokens.heldout_fraction); never in tokens/
     report.json, report.md   counts per step, top removal reasons, examples, histograms
     plots/                   length.png, language.png
     tasks/                   plan.json and pass-K/<task>.json done-markers (with counters)

@@ -18,6 +18,9 @@ Rows are assigned to groups in blocks of `BLOCK_ROWS`: block b of stage k draws 
 per-group counts from a multinomial and shuffles them, both seeded by (seed, k, b).
 A group's rows are consumed in order across blocks and stages, so row i of the run
 is a pure function of i: the iterator state is a position and resumes exactly.
+Blocks are sized by the stage, never cut at the end of the run, so the rows do not
+depend on the run's length: a run continued to more steps reads the same rows first
+(unless a stage ends at a fraction of the run, which moves with the length).
 """
 
 from __future__ import annotations
@@ -132,25 +135,29 @@ class MixtureRows:
         self.names = list(sources)
         self._seed = seed
         tokens = {g: s.num_tokens for g, s in sources.items()}
+        if total_rows < 1:
+            raise ValueError(f"total_rows={total_rows} must be >= 1")
         bounds = [_until_rows(st.until, rows_per_step, num_steps, total_rows) for st in spec.stages]
         if any(b <= a for a, b in zip(bounds, bounds[1:-1])):
             raise ValueError(f"mixture stages end at rows {bounds[:-1]} of {num_steps} steps x {rows_per_step}; "
                              "their 'until' values must increase")
-        self._stage_starts = np.array([0] + bounds[:-1], dtype=np.int64)
-        self._stage_ends = np.minimum(np.array(bounds, dtype=np.int64), total_rows)
         self._probs = [stage_probabilities(st, tokens) for st in spec.stages]
+        # The last stage has no end; blocks past the run's last row are not planned.
+        stage_ends = bounds[:-1] + [math.inf]
         self._blocks = [(k, j, start, min(start + BLOCK_ROWS, end))
-                        for k, (b, end) in enumerate(zip(self._stage_starts, self._stage_ends))
-                        for j, start in enumerate(range(int(b), int(end), BLOCK_ROWS))]
+                        for k, (begin, end) in enumerate(zip([0] + bounds[:-1], stage_ends))
+                        for j, start in enumerate(range(begin, min(end, total_rows), BLOCK_ROWS))]
         self._block_starts = np.array([b[2] for b in self._blocks], dtype=np.int64)
         counts = np.array([self._block_plan(i)[0] for i in range(len(self._blocks))], dtype=np.int64).reshape(
             len(self._blocks), len(self.names))
         self._before = np.concatenate([np.zeros((1, len(self.names)), np.int64), np.cumsum(counts, axis=0)])
-        needed = self._before[-1]
+        last = len(self._blocks) - 1
+        in_run = self._block_order(last)[0][: total_rows - self._blocks[last][2]]
+        self._needed = self._before[last] + np.bincount(in_run, minlength=len(self.names))  # rows per group
         self._rows = {}
         for i, g in enumerate(self.names):
             probe = PackedRows(sources[g], seq_len=seq_len, bos_id=bos_id, eos_id=eos_id, seed=0, num_epochs=1)
-            epochs = needed[i] / probe.rows_per_epoch
+            epochs = self._needed[i] / probe.rows_per_epoch
             if epochs > spec.max_epochs.get(g, math.inf):
                 raise ValueError(f"group {g!r} would be read {epochs:.2f} times but max_epochs[{g!r}] is "
                                  f"{spec.max_epochs[g]}; lower its weight, shorten the run or raise max_epochs")
@@ -164,7 +171,7 @@ class MixtureRows:
 
     def rows_per_group(self) -> dict[str, int]:
         """How many rows of the run come from each group."""
-        return {g: int(n) for g, n in zip(self.names, self._before[-1])}
+        return {g: int(n) for g, n in zip(self.names, self._needed)}
 
     def group_of(self, i: int) -> str:
         block, pos = self._locate(i)

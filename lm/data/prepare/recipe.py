@@ -59,7 +59,9 @@ DEFAULTS: dict[str, Any] = {
     "output": {"docs_per_shard": 50_000, "removed_text_chars": 1_000, "examples_per_reason": 3},
     "tokenizer": {"vocab_size": 4096, "model_type": "bpe", "byte_fallback": True, "split_digits": True,
                   "max_sentences": 1_000_000, "seed": 0},
-    "tokens": {"group_by": "source"},  # token shards per source, per language, or all in one
+    # token shards per source, per language, or all in one; heldout_fraction of the documents
+    # (chosen by a hash of their text) go to heldout/<group>/ instead of tokens/<group>/
+    "tokens": {"group_by": "source", "heldout_fraction": 0.01},
     "mixture": None,  # see lm.data.prepare.mixture.MixtureSpec; None: no mixture
 }
 _OPTIONAL_SECTIONS = ("tokenizer",)  # None: do not train a tokenizer (nor write token shards)
@@ -123,6 +125,10 @@ def validate_recipe(raw: Any, *, base_dir: Path) -> Recipe:
     if settings["tokens"]["group_by"] not in GROUP_BY:
         raise ConfigError(f"recipe field 'tokens.group_by': {settings['tokens']['group_by']!r} "
                           f"is not one of {GROUP_BY}")
+    fraction = settings["tokens"]["heldout_fraction"]
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 <= fraction < 1:
+        raise ConfigError(f"recipe field 'tokens.heldout_fraction': {fraction!r} must be a number in [0, 1) "
+                          "(0: no held-out split)")
     sources = _sources(settings, base_dir)
     steps = _steps(settings["steps"])
     if settings["mixture"] is not None:
