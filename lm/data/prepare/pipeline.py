@@ -27,7 +27,7 @@ from lm.data.prepare.quarantine import QuarantineEntry, write_quarantine
 from lm.data.prepare.record import Record
 from lm.data.prepare.output import read_jsonl_zst, write_jsonl_zst
 from lm.data.prepare.sources import read_hf, read_records
-from lm.data.prepare.steps import LANGID, build_step
+from lm.data.prepare.steps import LANGID, LANGUAGE, build_step
 from lm.data.read import DataError
 from lm.files import write_json_atomic
 
@@ -157,8 +157,10 @@ def _run_steps(steps: list[tuple[str, Any]], record: Record, provenance: Provena
         elif name == LANGID:
             lang, score = step(record.text)
             record.lang = lang
-            record.meta["lang_score"] = round(float(score), 4)
+            record.meta["lang_score"] = float(score)
             result = None
+        elif name == LANGUAGE and "lang_score" in record.meta:  # langid ran: reuse its answer
+            result = step.check(record.lang, record.meta["lang_score"])
         else:
             result = step(record.text, record.lang)
         if isinstance(result, str):

@@ -87,8 +87,10 @@ def format_markdown(rep: dict) -> str:
     lines += [f"| {r['step']} | {r['docs_in']} | {r['docs_out']} | {r['dropped_total']} | {r['modified_docs']} | "
               f"{r['chars_in']} | {r['chars_out']} |" for r in rep["steps"]]
     if rep["tokens"]:
-        lines += ["", "## Tokens", "", "| group | documents | tokens |", "|---|---:|---:|"]
-        lines += [f"| {g} | {t['num_docs']} | {t['num_tokens']} |" for g, t in rep["tokens"].items()]
+        lines += ["", "## Tokens", "", "| group | documents | tokens | held-out documents | held-out tokens |",
+                  "|---|---:|---:|---:|---:|"]
+        lines += [f"| {g} | {t['num_docs']} | {t['num_tokens']} | {t.get('heldout_docs', 0)} | "
+                  f"{t.get('heldout_tokens', 0)} |" for g, t in rep["tokens"].items()]
     lines += ["", "## Top removal reasons", "", "| step | reason | documents |", "|---|---|---:|"]
     lines += [f"| {r['step']} | {r['reason']} | {r['docs']} |" for r in rep["top_removal_reasons"]]
     lines += ["", "## Quarantine", "", "| reason | records |", "|---|---:|"]

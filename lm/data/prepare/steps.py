@@ -35,6 +35,7 @@ CROSS_SHARD_STEPS = {
     "line_dedup": "lm.data.prepare.dedup_stage:LineDedup",
 }
 LANGID = "langid"
+LANGUAGE = "language"  # the language filter reuses the langid step's answer when one ran before it
 
 
 class StepError(ValueError):
