@@ -74,6 +74,7 @@ def default_config() -> ml_collections.ConfigDict:
     d.tokenizer_byte_fallback = True
     d.tokenizer_split_digits = True
     d.tokenizer_max_sentences = 1_000_000
+    d.prefetch = 2  # training batches fetched ahead by a background thread; 0 = none
 
     c.train = ml_collections.ConfigDict()
     t = c.train
@@ -193,6 +194,8 @@ def validate(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
             if d[key] != defaults[key]:
                 _fail(f"data.{key}", f"is {d[key]!r}, but data.prepared_corpus={d.prepared_corpus!r} supplies "
                       "the documents, held-out split and tokenizer; drop one of the two")
+    if d.prefetch < 0:
+        _fail("data.prefetch", f"must be >= 0 (batches fetched ahead; 0 = none), got {d.prefetch}")
     if t.loss_chunk < 0 or (t.loss_chunk and d.seq_len % t.loss_chunk):
         _fail("train.loss_chunk", f"must be 0 (off) or divide data.seq_len={d.seq_len}, "
               f"got {t.loss_chunk}")

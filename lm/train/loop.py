@@ -20,6 +20,7 @@ from flax import nnx
 from lm import config as config_lib
 from lm.data.build import RunData, build_run_data
 from lm.data.loader import eval_batches
+from lm.data.prefetch import prefetch
 from lm.files import write_json_atomic
 from lm.model.decoder import Decoder
 from lm.model.sharding import use_mesh_rules
@@ -134,6 +135,8 @@ def train(cfg: ml_collections.ConfigDict, workdir: Path) -> dict[str, Any]:
               + (f", pipeline bubble {pipeline.bubble_fraction:.1%}" if pipeline else ""), flush=True)
 
     iterator = data.train_batches(t.batch_size, t.steps)
+    if d.prefetch:  # a thread fetches the next batches while the step runs
+        iterator = prefetch(iterator, d.prefetch)
     heldout = [global_batch(b, batch_sh) for b in eval_batches(
         data.heldout, seq_len=d.seq_len, batch_size=t.batch_size, num_batches=t.eval_batches,
         bos_id=data.tokenizer.bos_id, eos_id=data.tokenizer.eos_id)]
@@ -195,6 +198,8 @@ def train(cfg: ml_collections.ConfigDict, workdir: Path) -> dict[str, Any]:
                     checkpointer.save(step + 1, state, {"iterator": iterator.get_state()}, meta)
                 last_time = time.perf_counter()  # eval and checkpoint time is not step time
         finally:
+            if d.prefetch:
+                iterator.close()
             checkpointer.close()
             logger.close()
     summary = {"workdir": str(workdir), "step": int(state["step"]), "tokenizer": str(data.tokenizer.path)}
