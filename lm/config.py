@@ -56,6 +56,7 @@ def default_config() -> ml_collections.ConfigDict:
     # einsum: lm's own GQA attention; xla / cudnn: jax.nn.dot_product_attention with that
     # implementation (cudnn: fused flash attention on NVIDIA GPUs, bf16/fp16 only)
     m.attention = "einsum"
+    m.scan_unroll = 1  # layers per iteration of the layer scan (num_layers: fully unrolled)
 
     c.data = ml_collections.ConfigDict()
     d = c.data
@@ -164,6 +165,8 @@ def validate(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     if m.head_dim == 0 and m.d_model % m.num_heads:
         _fail("model.num_heads", f"{m.num_heads} heads do not divide d_model={m.d_model}; "
               "choose a divisor of d_model or set model.head_dim explicitly")
+    if not 1 <= m.scan_unroll <= m.num_layers:
+        _fail("model.scan_unroll", f"must be in [1, model.num_layers={m.num_layers}], got {m.scan_unroll}")
     if m.head_dim < 0:
         _fail("model.head_dim", f"must be >= 0 (0 means d_model // num_heads), got {m.head_dim}")
     if head_dim(m) % 2:

@@ -104,6 +104,13 @@ def test_gqa_model_equals_mha_model_with_repeated_weights():
                                atol=1e-5, rtol=1e-5)
 
 
+def test_unrolled_layer_scan_equals_the_rolled_one():
+    m, model = make()
+    _, unrolled = make(scan_unroll=2)  # both layers in one scan iteration
+    tokens = random_tokens((2, 8), m.vocab_size)
+    np.testing.assert_allclose(forward1(unrolled, tokens), forward1(model, tokens), rtol=1e-6, atol=1e-6)
+
+
 def test_xla_attention_kernel_equals_the_einsum_attention():
     m, model = make()
     _, fused = make(attention="xla")  # same seed, same parameters; GQA (4 heads, 2 kv heads)

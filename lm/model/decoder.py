@@ -51,6 +51,7 @@ class Decoder(nnx.Module):
         pdt = jnp.dtype(m.param_dtype)
         self.compute_dtype = jnp.dtype(m.compute_dtype)
         self.remat = m.remat
+        self.scan_unroll = m.scan_unroll
         init = nnx.initializers.normal(m.init_std)
         self.embed = logical_param(rngs, init, (m.vocab_size, m.d_model), ("vocab", "embed"), pdt)
 
@@ -120,7 +121,7 @@ class Decoder(nnx.Module):
 
             if self.remat != "none":
                 layer = jax.checkpoint(layer, policy=REMAT_POLICIES[self.remat], prevent_cse=False)
-            return jax.lax.scan(layer, x, (state, layer_cache))
+            return jax.lax.scan(layer, x, (state, layer_cache), unroll=self.scan_unroll)
 
         if pipeline is None or cache is not None:
             x_BxLxD, cache = apply_layers(block_state, x_BxLxD, positions_BxL, segment_ids_BxL, cache)
