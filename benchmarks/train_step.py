@@ -62,7 +62,8 @@ def time_train_step(cfg: ml_collections.ConfigDict, steps: int = 10, warmup: int
     `compile_s` is trace + lower + XLA compile (what the first call pays); then `warmup`
     untimed steps, then `steps` timed steps, each waited on with block_until_ready.
     Throughput and MFU use the median step time. `peak` is (FLOP/s per device, source);
-    by default `peak_flops_per_device(model.compute_dtype)`.
+    by default `peak_flops_per_device(model.compute_dtype, refresh=True)` (probed again on
+    CPU, keeping the best figure this machine has shown).
     """
     if steps < 1 or warmup < 0:
         raise ValueError(f"need steps >= 1 and warmup >= 0, got steps={steps}, warmup={warmup}")
@@ -93,7 +94,8 @@ def time_train_step(cfg: ml_collections.ConfigDict, steps: int = 10, warmup: int
     step_s = statistics.median(times)
     memory, memory_source = peak_memory(compiled)
     devices = jax.device_count()
-    peak_flops, peak_source = peak if peak is not None else peak_flops_per_device(m.compute_dtype)
+    peak_flops, peak_source = (peak if peak is not None else
+                               peak_flops_per_device(m.compute_dtype, refresh=True))
     counts = param_counts(m)
     tokens = batch_size * seq_len
     flops_per_token = mfu_flops_per_token(m, seq_len)

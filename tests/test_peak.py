@@ -105,6 +105,18 @@ def test_cpu_probe_measures_once_and_caches(monkeypatch, tmp_path):
     assert calls == []
 
 
+def test_refresh_keeps_the_best_probe(monkeypatch, tmp_path):
+    _fake_devices(monkeypatch, "Mystery Chip 9000")
+    _count_probe(monkeypatch, 1.0e12)  # a probe taken under load
+    assert peak_flops_per_device(cache_dir=tmp_path)[0] == 1.0e12
+    calls = _count_probe(monkeypatch, 2.5e12)
+    assert peak_flops_per_device(cache_dir=tmp_path)[0] == 1.0e12 and calls == []  # cached
+    assert peak_flops_per_device(cache_dir=tmp_path, refresh=True)[0] == 2.5e12
+    _count_probe(monkeypatch, 2.0e12)  # a slower probe never lowers the figure
+    assert peak_flops_per_device(cache_dir=tmp_path, refresh=True)[0] == 2.5e12
+    assert peak_flops_per_device(cache_dir=tmp_path)[0] == 2.5e12
+
+
 def test_cache_dir_defaults_to_env(monkeypatch, tmp_path):
     monkeypatch.setenv("LM_CACHE_DIR", str(tmp_path / "cache"))
     calls = _count_probe(monkeypatch, 7.0e10)

@@ -169,7 +169,8 @@ def _write_cache(path: Path, cache: dict[str, float]) -> None:
         ) from e
 
 
-def peak_flops_per_device(dtype: str = "float32", *, cache_dir: Path | None = None) -> tuple[float, str]:
+def peak_flops_per_device(dtype: str = "float32", *, cache_dir: Path | None = None,
+                          refresh: bool = False) -> tuple[float, str]:
     """Return (peak FLOP/s per device, source) for this process's devices.
 
     Source is "table:<device_kind>" for a known accelerator, else
@@ -178,6 +179,10 @@ def peak_flops_per_device(dtype: str = "float32", *, cache_dir: Path | None = No
     ``~/.cache/lm``). On the CPU the probe always runs in float32, whatever
     ``dtype`` asks for (bfloat16 matmuls are no faster there), so both dtypes
     share one cached figure.
+
+    ``refresh`` probes again and keeps the best figure seen: a probe taken while
+    other work loaded the machine reads low, and every later MFU would read high.
+    Benchmarks refresh; the trainer uses the cache.
     """
     _check_dtype(dtype)
     devices = jax.local_devices()
@@ -201,8 +206,8 @@ def peak_flops_per_device(dtype: str = "float32", *, cache_dir: Path | None = No
     )
     path = (cache_dir if cache_dir is not None else _default_cache_dir()) / _CACHE_FILE
     cache = _read_cache(path)
-    if key not in cache:
-        cache[key] = _measure_matmul_flops(probe_dtype)
+    if key not in cache or refresh:
+        cache[key] = max(cache.get(key, 0.0), _measure_matmul_flops(probe_dtype))
         _write_cache(path, cache)
     return cache[key], f"measured:{device.platform}-matmul-probe"
 
