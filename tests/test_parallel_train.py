@@ -37,9 +37,10 @@ def single(corpus, tmp_path_factory):
 
 
 @pytest.mark.parametrize("mesh", [("--config.mesh.data=4", "--config.mesh.stage=2"),
-                                  ("--config.mesh.data=2", "--config.mesh.fsdp=4"),
+                                  ("--config.mesh.data=2", "--config.mesh.fsdp=4",
+                                   "--config.train.grad_accum=2"),
                                   ("--config.mesh.data=-1", "--config.mesh.tensor=2")],
-                         ids=["data4-stage2", "data2-fsdp4", "data4-tensor2"])
+                         ids=["data4-stage2", "data2-fsdp4-accum2", "data4-tensor2"])
 def test_sharded_run_matches_one_device(corpus, single, tmp_path, mesh):
     sharded = train(tmp_path, corpus, 8, *mesh)
     assert [(r["step"], r["kind"]) for r in sharded] == [(r["step"], r["kind"]) for r in single]
