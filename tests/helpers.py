@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import jax.numpy as jnp
 import numpy as np
 import ml_collections
@@ -52,7 +55,6 @@ def random_normal(shape, seed: int = 0):
 
 def write_small_stdlib_corpus(out, max_bytes: int = 400_000, max_file: int = 12_000):
     """Real text for training tests: small standard-library modules written as .py files."""
-    from pathlib import Path
 
     from lm.data.corpus import stdlib_corpus
 
@@ -67,3 +69,13 @@ def write_small_stdlib_corpus(out, max_bytes: int = 400_000, max_file: int = 12_
         path.write_text(doc.text)
         size += len(doc.text)
     return Path(out)
+
+
+STDLIB_MODULES = ("argparse", "textwrap", "json/decoder", "json/encoder", "csv", "shlex", "fnmatch",
+                  "glob", "bisect", "heapq", "colorsys", "keyword", "string", "copy")
+
+
+def stdlib_texts() -> list[str]:
+    """Real text: a few standard-library modules' source."""
+    root = Path(json.__file__).parent.parent
+    return [(root / f"{name}.py").read_text() for name in STDLIB_MODULES]

@@ -23,19 +23,9 @@ from lm.convert.workdir import abstract_model, restore_params, write_workdir
 from lm.data.tokenizer import Tokenizer, train_tokenizer
 from lm.train.checkpoint import CheckpointError
 from lm.train.loop import load_params, train
-from tests.helpers import forward1, tiny_model_config
+from tests.helpers import forward1, stdlib_texts, tiny_model_config
 
 VOCAB = 384
-STDLIB_MODULES = ("argparse", "textwrap", "json/decoder", "json/encoder", "csv", "shlex", "fnmatch",
-                  "glob", "bisect", "heapq", "colorsys", "keyword", "string", "copy")
-
-
-def stdlib_texts() -> list[str]:
-    """Real text: a few standard-library modules' source."""
-    root = Path(json.__file__).parent.parent
-    return [(root / f"{name}.py").read_text() for name in STDLIB_MODULES]
-
-
 @pytest.fixture(scope="module")
 def tokenizer(tmp_path_factory) -> Tokenizer:
     return train_tokenizer(stdlib_texts(), tmp_path_factory.mktemp("tok"), vocab_size=VOCAB)

@@ -19,19 +19,9 @@ from lm.data.build import is_heldout
 from lm.data.read import iter_documents
 from lm.data.tokenizer import Tokenizer, train_tokenizer
 from lm.evaluate import document_windows, score_documents
-from tests.helpers import forward1, tiny_model_config
+from tests.helpers import forward1, stdlib_texts, tiny_model_config
 
 VOCAB = 384
-STDLIB_MODULES = ("argparse", "textwrap", "json/decoder", "json/encoder", "csv", "shlex", "fnmatch",
-                  "glob", "bisect", "heapq", "colorsys", "keyword", "string", "copy")
-
-
-def stdlib_texts() -> list[str]:
-    """Real text: a few standard-library modules' source."""
-    root = Path(json.__file__).parent.parent
-    return [(root / f"{name}.py").read_text() for name in STDLIB_MODULES]
-
-
 @pytest.fixture(scope="module")
 def run(tmp_path_factory) -> tuple[Path, Tokenizer]:
     """A workdir holding a random model (not uniform: init_std 0.1) over real text."""
