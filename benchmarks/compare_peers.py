@@ -43,7 +43,7 @@ from lm.train.optim import make_optimizer
 from lm.train.peak import mfu, peak_flops_per_device
 from lm.train.step import init_train_state, make_train_step
 from peers import jax_bare
-from train_step import preset_path, synthetic_batches
+from train_step import aligned, preset_path, synthetic_batches
 
 try:
     import torch
@@ -195,8 +195,7 @@ def format_report(report: dict[str, Any]) -> str:
                           f"{r['median_step_s']:.4f}", f"{r['tokens_per_s']:,.0f}",
                           f"{r['model_tflops_per_s']:.4f}", f"{100 * r['mfu']:.1f}%",
                           f"{r['first_loss']:.5f}", f"{r['last_loss']:.5f}"])
-    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
-    lines += ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in table]
+    lines += aligned(table)
     for p in report["presets"]:
         ratios = ", ".join(f"{k} = {v:.2f}x" for k, v in p["ratios"].items())
         lines.append(f"{p['preset']}: tokens/s {ratios}")

@@ -173,9 +173,13 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
         f"{100 * r['mfu_6n']:.1f}%",
         f"{r['peak_memory_bytes'] / 2**30:.2f}",
     ] for r in rows]
-    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
-    lines += ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in table]
-    return "\n".join(lines)
+    return "\n".join(lines + aligned(table))
+
+
+def aligned(table: Sequence[Sequence[str]]) -> list[str]:
+    """Rows of cells as lines, each column left-aligned to its widest cell."""
+    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
+    return ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in table]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

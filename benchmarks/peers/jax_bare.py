@@ -22,6 +22,7 @@ import optax
 
 from lm.config import head_dim
 from lm.train.optim import lr_schedule
+from peers import check_supported as check_peer_config
 
 Params = dict[str, Any]
 TrainStep = Callable[[Params, Any, jax.Array, jax.Array], tuple[Params, Any, jax.Array]]
@@ -29,15 +30,7 @@ TrainStep = Callable[[Params, Any, jax.Array, jax.Array], tuple[Params, Any, jax
 
 def check_supported(cfg: ml_collections.ConfigDict) -> None:
     """Raise ValueError naming the first config field this peer does not model."""
-    m, t = cfg.model, cfg.train
-    for field, value, wanted in [("model.param_dtype", m.param_dtype, "float32"),
-                                 ("model.compute_dtype", m.compute_dtype, "float32"),
-                                 ("model.remat", m.remat, "none"),
-                                 ("train.grad_accum", t.grad_accum, 1),
-                                 ("train.z_loss", t.z_loss, 0.0)]:
-        if value != wanted:
-            raise ValueError(f"config field '{field}' is {value!r}; the bare-JAX peer only "
-                             f"models {wanted!r}: override it with --config.{field}={wanted}")
+    check_peer_config(cfg, "bare-JAX")
 
 
 def param_shapes(m: ml_collections.ConfigDict) -> Params:

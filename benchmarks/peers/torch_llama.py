@@ -30,19 +30,12 @@ from torch import nn
 from lm.config import head_dim
 from lm.scaling.counts import param_counts
 from lm.train.optim import lr_schedule
+from peers import check_supported as check_peer_config
 
 
 def check_supported(cfg: ml_collections.ConfigDict) -> None:
     """Raise ValueError naming the first config field this peer does not model."""
-    m, t = cfg.model, cfg.train
-    for field, value, wanted in [("model.param_dtype", m.param_dtype, "float32"),
-                                 ("model.compute_dtype", m.compute_dtype, "float32"),
-                                 ("model.remat", m.remat, "none"),
-                                 ("train.grad_accum", t.grad_accum, 1),
-                                 ("train.z_loss", t.z_loss, 0.0)]:
-        if value != wanted:
-            raise ValueError(f"config field '{field}' is {value!r}; the PyTorch peer only "
-                             f"models {wanted!r}: override it with --config.{field}={wanted}")
+    check_peer_config(cfg, "PyTorch")
 
 
 def rope_tables(m: ml_collections.ConfigDict, length: int) -> tuple[torch.Tensor, torch.Tensor]:
