@@ -20,7 +20,7 @@ import ml_collections
 MESH_AXES = ("data", "fsdp", "tensor", "stage")  # the device mesh's axes, in order
 DTYPES = ("float32", "bfloat16")
 REMAT_POLICIES = ("none", "full", "dots")
-ATTENTION_KERNELS = ("einsum", "xla", "cudnn")
+ATTENTION_KERNELS = ("einsum", "blockwise", "xla", "cudnn")
 SCHEDULES = ("cosine", "wsd", "constant")
 TOKENIZER_TYPES = ("bpe", "unigram")
 # data fields that choose, split or tokenize the documents: a prepared corpus's recipe decides these.
@@ -53,9 +53,12 @@ def default_config() -> ml_collections.ConfigDict:
     m.param_dtype = "float32"
     m.compute_dtype = "float32"
     m.remat = "none"
-    # einsum: lm's own GQA attention; xla / cudnn: jax.nn.dot_product_attention with that
-    # implementation (cudnn: fused flash attention on NVIDIA GPUs, bf16/fp16 only)
+    # einsum: lm's own GQA attention over the whole L x L square; blockwise: the same, query
+    # blocks of attention_block positions skipping the causally masked key blocks (training);
+    # xla / cudnn: jax.nn.dot_product_attention with that implementation (cudnn: fused flash
+    # attention on NVIDIA GPUs, bf16/fp16 only)
     m.attention = "einsum"
+    m.attention_block = 128
     m.scan_unroll = 1  # layers per iteration of the layer scan (num_layers: fully unrolled)
 
     c.data = ml_collections.ConfigDict()
@@ -157,7 +160,7 @@ def validate(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     _check_positive(cfg, [
         "model.vocab_size", "model.d_model", "model.num_layers", "model.num_heads",
         "model.num_kv_heads", "model.d_ff", "model.max_seq_len", "model.rope_theta",
-        "model.norm_eps", "model.init_std", "data.seq_len", "train.steps",
+        "model.norm_eps", "model.init_std", "model.attention_block", "data.seq_len", "train.steps",
         "train.batch_size", "train.grad_accum", "train.lr", "train.log_every",
         "train.eval_every", "train.eval_batches", "train.checkpoint_every",
         "train.keep_last", "train.max_bad_steps", "sample.max_new_tokens",

@@ -52,6 +52,8 @@ def test_sharding_rules_are_config_data():
     ("--config.pipeline.repeats=0", "pipeline.repeats", "must be >= 1"),
     ("--config.model.scan_unroll=5", "model.scan_unroll", "must be in [1, model.num_layers=4]"),
     ("--config.train.loss_chunk=100", "train.loss_chunk", "divide data.seq_len=128"),
+    ("--config.model.attention=flash", "model.attention", "not one of einsum, blockwise, xla, cudnn"),
+    ("--config.model.attention_block=0", "model.attention_block", "must be positive"),
 ])
 def test_bad_fields_are_named(override, field, hint):
     with pytest.raises(ConfigError) as err:

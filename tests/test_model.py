@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from lm.model.layers import apply_rope, attend, attention_mask
+from lm.model.layers import apply_rope, attend, attend_blockwise, attention_mask, project
 from tests.helpers import (forward, forward1, make_model, random_normal, random_tokens,
                            single_segment, tiny_model_config)
 
@@ -91,6 +91,38 @@ def test_gqa_equals_mha_with_repeated_kv_heads():
     np.testing.assert_allclose(grouped, full, atol=1e-6)
 
 
+@pytest.mark.parametrize("length,block", [(12, 4), (10, 4), (7, 16), (9, 1)])
+def test_blockwise_attention_equals_the_full_square(length, block):
+    """Skipping the key blocks above the diagonal changes nothing: values and gradients,
+    with packed segments, GQA, a ragged last block and a block longer than the sequence."""
+    batch, heads, kv_heads, dim = 2, 4, 2, 8
+    q = random_normal((batch, length, heads, dim), 0)
+    k = random_normal((batch, length, kv_heads, dim), 1)
+    v = random_normal((batch, length, kv_heads, dim), 2)
+    segments = jnp.ones((batch, length), jnp.int32).at[1, length // 2:].set(2)
+    mask = attention_mask(segments)
+    blockwise = jax.jit(lambda q, k, v: attend_blockwise(q, k, v, mask, block))
+    full = jax.jit(lambda q, k, v: attend(q, k, v, mask))
+    np.testing.assert_allclose(blockwise(q, k, v), full(q, k, v), rtol=1e-6, atol=1e-6)
+    weights = random_normal((batch, length, heads, dim), 3)
+    grads = [jax.jit(jax.grad(lambda q, k, v: jnp.sum(f(q, k, v) * weights), argnums=(0, 1, 2)))(q, k, v)
+             for f in (blockwise, full)]
+    for blockwise, full in zip(*grads):
+        np.testing.assert_allclose(blockwise, full, rtol=1e-5, atol=1e-6)
+
+
+def test_project_is_the_einsum_it_replaces():
+    x = random_normal((2, 5, 6), 0)
+    np.testing.assert_allclose(project(x, random_normal((6, 3, 4), 1)),
+                               jnp.einsum("bld,dhk->blhk", x, random_normal((6, 3, 4), 1)), rtol=1e-6)
+    heads = random_normal((2, 5, 3, 4), 2)
+    np.testing.assert_allclose(project(heads, random_normal((3, 4, 6), 3), contract=2),
+                               jnp.einsum("blhk,hkd->bld", heads, random_normal((3, 4, 6), 3)),
+                               rtol=1e-6, atol=1e-6)
+    with pytest.raises(ValueError, match=r"cannot contract x\(2, 5, 6\) with w\(5, 3\)"):
+        project(x, jnp.zeros((5, 3)))
+
+
 def test_gqa_model_equals_mha_model_with_repeated_weights():
     m_gqa, gqa = make(num_kv_heads=2)
     m_mha, mha = make(num_kv_heads=4)
@@ -111,9 +143,11 @@ def test_unrolled_layer_scan_equals_the_rolled_one():
     np.testing.assert_allclose(forward1(unrolled, tokens), forward1(model, tokens), rtol=1e-6, atol=1e-6)
 
 
-def test_xla_attention_kernel_equals_the_einsum_attention():
+@pytest.mark.parametrize("kernel", [{"attention": "xla"},
+                                    {"attention": "blockwise", "attention_block": 5}])
+def test_attention_kernels_equal_the_einsum_attention(kernel):
     m, model = make()
-    _, fused = make(attention="xla")  # same seed, same parameters; GQA (4 heads, 2 kv heads)
+    _, fused = make(**kernel)  # same seed, same parameters; GQA (4 heads, 2 kv heads)
     tokens = random_tokens((3, 12), m.vocab_size)
     positions = jnp.broadcast_to(jnp.arange(12), (3, 12))
     segments = jnp.ones((3, 12), jnp.int32).at[1, 5:].set(2)  # two packed documents

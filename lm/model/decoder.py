@@ -31,7 +31,7 @@ class Block(nnx.Module):
         self.attn = Attention(d_model=m.d_model, num_heads=m.num_heads, num_kv_heads=m.num_kv_heads,
                               head_dim=head_dim(m), rope_theta=m.rope_theta, init_std=m.init_std,
                               out_std=out_std, param_dtype=pdt, compute_dtype=cdt, rngs=rngs,
-                              kernel=m.attention)
+                              kernel=m.attention, block=m.attention_block)
         self.mlp_norm = RMSNorm(m.d_model, eps=m.norm_eps, param_dtype=pdt)
         self.mlp = MLP(d_model=m.d_model, d_ff=m.d_ff, init_std=m.init_std, out_std=out_std,
                        param_dtype=pdt, compute_dtype=cdt, rngs=rngs)

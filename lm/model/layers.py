@@ -52,6 +52,24 @@ def apply_rope(x_BxLxHxK: jax.Array, positions_BxL: jax.Array, theta: float) -> 
     return rotated.astype(x_BxLxHxK.dtype)
 
 
+def project(x: jax.Array, w: jax.Array, contract: int = 1) -> jax.Array:
+    """Contract the last `contract` dims of `x` with the first `contract` dims of `w`.
+
+    Computed as one 2-D matmul: every leading dim of `x` (batch, sequence) is a row.
+    The same product written as a 3-D einsum ("bld,df->blf") has a weight gradient
+    that contracts two dims; XLA:CPU canonicalises it by transposing the activations
+    inside the elementwise fusion that produces them, a slow strided copy (23% of the
+    `small` preset's CPU step, benchmarks/compare_peers.py). In 2-D the gradients are
+    plain transposed-operand GEMMs. On GPU and TPU both forms give the same matmuls.
+    """
+    lead, inner = x.shape[:x.ndim - contract], w.shape[:contract]
+    if x.shape[x.ndim - contract:] != inner:
+        raise ValueError(f"cannot contract x{x.shape} with w{w.shape} over {contract} dims")
+    size = math.prod(inner)
+    y = jnp.dot(x.reshape(-1, size), w.reshape(size, -1))
+    return y.reshape(*lead, *w.shape[contract:])
+
+
 def attention_mask(segment_ids_BxL: jax.Array) -> jax.Array:
     """Causal mask within packed segments: query i sees key j iff j <= i and same segment."""
     length = segment_ids_BxL.shape[1]
@@ -72,6 +90,37 @@ def attend(q_BxLxHxK: jax.Array, k_BxSxKVxK: jax.Array, v_BxSxKVxK: jax.Array,
     probs = jax.nn.softmax(logits, axis=-1).astype(v_BxSxKVxK.dtype)
     out = jnp.einsum("bkgls,bskd->blkgd", probs, v_BxSxKVxK)
     return out.reshape(b, length, heads, dim)
+
+
+def attend_blockwise(q_BxLxHxK: jax.Array, k_BxLxKVxK: jax.Array, v_BxLxKVxK: jax.Array,
+                     mask_BxLxL: jax.Array, block: int) -> jax.Array:
+    """Causal self-attention that skips the key blocks above the diagonal.
+
+    Queries are split into blocks of `block` positions; block i attends to keys
+    [0, end of block i) only, so the logits, softmax and both attention matmuls
+    cover (n + 1) / 2n of the L x L square for n blocks (3/4 at L = 2 x block)
+    instead of all of it. The keys a block skips are exactly those the causal
+    mask removes, so the result equals `attend` (same mask, same float32 softmax).
+    Heads are moved in front of the sequence once, so each block's matmuls are
+    plain batched GEMMs over [batch, kv_heads].
+    """
+    b, length, heads, dim = q_BxLxHxK.shape
+    kv_heads = k_BxLxKVxK.shape[2]
+    group = heads // kv_heads
+    q_BxKVxGxLxK = q_BxLxHxK.reshape(b, length, kv_heads, group, dim).transpose(0, 2, 3, 1, 4)
+    k_BxKVxLxK = k_BxLxKVxK.transpose(0, 2, 1, 3)
+    v_BxKVxLxK = v_BxLxKVxK.transpose(0, 2, 1, 3)
+    outs = []
+    for start in range(0, length, block):
+        end = min(start + block, length)
+        logits = jnp.einsum("bkgqd,bksd->bkgqs", q_BxKVxGxLxK[:, :, :, start:end], k_BxKVxLxK[:, :, :end],
+                            preferred_element_type=jnp.float32) / math.sqrt(dim)
+        mask_Bx1x1xQxS = mask_BxLxL[:, None, None, start:end, :end]
+        logits = jnp.where(mask_Bx1x1xQxS, logits, jnp.finfo(jnp.float32).min)
+        probs = jax.nn.softmax(logits, axis=-1).astype(v_BxLxKVxK.dtype)
+        outs.append(jnp.einsum("bkgqs,bksd->bkgqd", probs, v_BxKVxLxK[:, :, :end]))
+    out_BxKVxGxLxK = jnp.concatenate(outs, axis=3)
+    return out_BxKVxGxLxK.transpose(0, 3, 1, 2, 4).reshape(b, length, heads, dim)
 
 
 def attend_fused(q_BxLxHxK: jax.Array, k_BxSxKVxK: jax.Array, v_BxSxKVxK: jax.Array,
@@ -95,10 +144,10 @@ class Attention(nnx.Module):
     def __init__(self, *, d_model: int, num_heads: int, num_kv_heads: int, head_dim: int,
                  rope_theta: float, init_std: float, out_std: float,
                  param_dtype: jnp.dtype, compute_dtype: jnp.dtype, rngs: nnx.Rngs,
-                 kernel: str = "einsum"):
+                 kernel: str = "einsum", block: int = 128):
         init, out_init = nnx.initializers.normal(init_std), nnx.initializers.normal(out_std)
         d, h, kv, k = d_model, num_heads, num_kv_heads, head_dim
-        self.kernel = kernel
+        self.kernel, self.block = kernel, block
         self.wq = logical_param(rngs, init, (d, h, k), ("embed", "heads", "head_dim"), param_dtype)
         self.wk = logical_param(rngs, init, (d, kv, k), ("embed", "kv_heads", "head_dim"), param_dtype)
         self.wv = logical_param(rngs, init, (d, kv, k), ("embed", "kv_heads", "head_dim"), param_dtype)
@@ -109,9 +158,9 @@ class Attention(nnx.Module):
     def __call__(self, x_BxLxD: jax.Array, positions_BxL: jax.Array, segment_ids_BxL: jax.Array,
                  cache: KVCache | None = None) -> tuple[jax.Array, KVCache | None]:
         dt = self.compute_dtype
-        q = jnp.einsum("bld,dhk->blhk", x_BxLxD, self.wq[...].astype(dt))
-        k = jnp.einsum("bld,dhk->blhk", x_BxLxD, self.wk[...].astype(dt))
-        v = jnp.einsum("bld,dhk->blhk", x_BxLxD, self.wv[...].astype(dt))
+        q = project(x_BxLxD, self.wq[...].astype(dt))
+        k = project(x_BxLxD, self.wk[...].astype(dt))
+        v = project(x_BxLxD, self.wv[...].astype(dt))
         q = constrain(apply_rope(q, positions_BxL, self.rope_theta), ("batch", "seq", "heads", "head_dim"))
         k = constrain(apply_rope(k, positions_BxL, self.rope_theta), ("batch", "seq", "kv_heads", "head_dim"))
         v = constrain(v, ("batch", "seq", "kv_heads", "head_dim"))
@@ -122,11 +171,13 @@ class Attention(nnx.Module):
             k, v = cache.k_BxSxKVxK, cache.v_BxSxKVxK
             key_pos_S = jnp.arange(k.shape[1])
             mask_BxLxS = key_pos_S[None, None, :] <= positions_BxL[:, :, None]
-        if self.kernel == "einsum":
+        if self.kernel == "blockwise" and cache is None:
+            out = attend_blockwise(q, k, v, mask_BxLxS, self.block)
+        elif self.kernel in ("einsum", "blockwise"):
             out = attend(q, k, v, mask_BxLxS)
         else:
             out = attend_fused(q, k, v, mask_BxLxS, self.kernel)
-        y = jnp.einsum("blhk,hkd->bld", out, self.wo[...].astype(dt))
+        y = project(out, self.wo[...].astype(dt), contract=2)
         return y, cache
 
     @staticmethod
@@ -150,7 +201,7 @@ class MLP(nnx.Module):
 
     def __call__(self, x_BxLxD: jax.Array) -> jax.Array:
         dt = self.compute_dtype
-        gate_BxLxF = jnp.einsum("bld,df->blf", x_BxLxD, self.w_gate[...].astype(dt))
-        up_BxLxF = jnp.einsum("bld,df->blf", x_BxLxD, self.w_up[...].astype(dt))
+        gate_BxLxF = project(x_BxLxD, self.w_gate[...].astype(dt))
+        up_BxLxF = project(x_BxLxD, self.w_up[...].astype(dt))
         h_BxLxF = constrain(jax.nn.silu(gate_BxLxF) * up_BxLxF, ("batch", "seq", "mlp"))
-        return jnp.einsum("blf,fd->bld", h_BxLxF, self.w_down[...].astype(dt))
+        return project(h_BxLxF, self.w_down[...].astype(dt))

@@ -64,9 +64,12 @@ def make_train_step(graphdef: nnx.GraphDef, optimizer: optax.GradientTransformat
             grads, sums = grad_fn(params, microbatch)
             return jax.tree.map(jnp.add, carry, (grads, sums)), None
 
-        zero = (jax.tree.map(jnp.zeros_like, params),
-                {"nll": jnp.zeros(()), "log_z_sq": jnp.zeros(()), "tokens": jnp.zeros(())})
-        (grads, sums), _ = jax.lax.scan(accumulate, zero, micro)
+        if grad_accum == 1:  # no accumulator buffers to zero and add
+            grads, sums = grad_fn(params, jax.tree.map(lambda x: x[0], micro))
+        else:
+            zero = (jax.tree.map(jnp.zeros_like, params),
+                    {"nll": jnp.zeros(()), "log_z_sq": jnp.zeros(()), "tokens": jnp.zeros(())})
+            (grads, sums), _ = jax.lax.scan(accumulate, zero, micro)
         tokens = jnp.maximum(sums["tokens"], 1.0)
         grads = jax.tree.map(lambda g: g / tokens, grads)
         loss = sums["nll"] / tokens
