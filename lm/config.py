@@ -59,7 +59,7 @@ def default_config() -> ml_collections.ConfigDict:
     # attention on NVIDIA GPUs, bf16/fp16 only)
     m.attention = "einsum"
     m.attention_block = 128
-    m.scan_unroll = 1  # layers per iteration of the layer scan (num_layers: fully unrolled)
+    m.scan_unroll = 1  # layers per iteration of the layer scan (num_layers or more: fully unrolled)
 
     c.data = ml_collections.ConfigDict()
     d = c.data
@@ -160,7 +160,7 @@ def validate(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     _check_positive(cfg, [
         "model.vocab_size", "model.d_model", "model.num_layers", "model.num_heads",
         "model.num_kv_heads", "model.d_ff", "model.max_seq_len", "model.rope_theta",
-        "model.norm_eps", "model.init_std", "model.attention_block", "data.seq_len", "train.steps",
+        "model.norm_eps", "model.init_std", "model.attention_block", "model.scan_unroll", "data.seq_len", "train.steps",
         "train.batch_size", "train.grad_accum", "train.lr", "train.log_every",
         "train.eval_every", "train.eval_batches", "train.checkpoint_every",
         "train.keep_last", "train.max_bad_steps", "sample.max_new_tokens",
@@ -168,8 +168,6 @@ def validate(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     if m.head_dim == 0 and m.d_model % m.num_heads:
         _fail("model.num_heads", f"{m.num_heads} heads do not divide d_model={m.d_model}; "
               "choose a divisor of d_model or set model.head_dim explicitly")
-    if not 1 <= m.scan_unroll <= m.num_layers:
-        _fail("model.scan_unroll", f"must be in [1, model.num_layers={m.num_layers}], got {m.scan_unroll}")
     if m.head_dim < 0:
         _fail("model.head_dim", f"must be >= 0 (0 means d_model // num_heads), got {m.head_dim}")
     if head_dim(m) % 2:

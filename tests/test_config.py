@@ -50,7 +50,7 @@ def test_sharding_rules_are_config_data():
     ("--config.mesh.rules.embed=fsdp,model", "mesh.rules.embed", "must name distinct mesh axes"),
     ("--config.mesh.rules.batch=data,data", "mesh.rules.batch", "must name distinct mesh axes"),
     ("--config.pipeline.repeats=0", "pipeline.repeats", "must be >= 1"),
-    ("--config.model.scan_unroll=5", "model.scan_unroll", "must be in [1, model.num_layers=4]"),
+    ("--config.model.scan_unroll=0", "model.scan_unroll", "must be positive"),
     ("--config.train.loss_chunk=100", "train.loss_chunk", "divide data.seq_len=128"),
     ("--config.model.attention=flash", "model.attention", "not one of einsum, blockwise, xla, cudnn"),
     ("--config.model.attention_block=0", "model.attention_block", "must be positive"),

@@ -193,3 +193,25 @@ def test_compare_peers_rejects_unsupported_config(bench, monkeypatch, capsys):
     compare = importlib.import_module("compare_peers")
     assert compare.main(["--preset", "tiny", "--config.train.grad_accum=2"]) == 2
     assert "train.grad_accum" in capsys.readouterr().err
+
+
+def test_block_vs_torch_agrees_and_reports(torch_peer, monkeypatch, capsys):
+    """One lm block (blockwise attention over 3 blocks, GQA) equals the PyTorch block on the
+    same weights, else the script fails; the table has both rows and the ratios."""
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    block_vs_torch = importlib.import_module("block_vs_torch")
+    assert block_vs_torch.main(["--preset", "tiny", "--rounds", "1", "--config.train.batch_size=2",
+                                "--config.data.seq_len=24", "--config.model.attention=blockwise",
+                                "--config.model.attention_block=8"]) == 0
+    out = capsys.readouterr().out
+    assert "attention=blockwise" in out and "outputs agree" in out
+    lines = {line.split()[0]: line for line in out.splitlines()[1:]}
+    assert {"lm", "torch"} <= set(lines) and "lm / torch" in out
+
+
+def test_block_vs_torch_without_torch_says_so(monkeypatch, capsys):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    block_vs_torch = importlib.import_module("block_vs_torch")
+    monkeypatch.setattr(block_vs_torch, "torch", None)
+    assert block_vs_torch.main(["--preset", "tiny"]) == 2
+    assert "needs PyTorch" in capsys.readouterr().err

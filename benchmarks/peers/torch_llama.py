@@ -125,22 +125,28 @@ def _assign(param: torch.Tensor, value: np.ndarray, name: str) -> None:
 
 
 @torch.no_grad()
+def load_lm_block(block: Block, blocks: dict[str, dict[str, np.ndarray]], i: int) -> None:
+    """Copy layer `i` of lm's stacked block parameters (numpy, `params["blocks"]`) into `block`."""
+    attn, mlp = blocks["attn"], blocks["mlp"]
+    d = attn["wq"].shape[1]
+    qkv_Dx3 = np.concatenate([attn[w][i].reshape(d, -1) for w in ("wq", "wk", "wv")], axis=1)
+    _assign(block.qkv.weight, qkv_Dx3.T, f"blocks.attn.wq/wk/wv[{i}]")
+    _assign(block.out.weight, attn["wo"][i].reshape(-1, d).T, f"blocks.attn.wo[{i}]")
+    _assign(block.gate.weight, mlp["w_gate"][i].T, f"blocks.mlp.w_gate[{i}]")
+    _assign(block.up.weight, mlp["w_up"][i].T, f"blocks.mlp.w_up[{i}]")
+    _assign(block.down.weight, mlp["w_down"][i].T, f"blocks.mlp.w_down[{i}]")
+    _assign(block.attn_norm.weight, blocks["attn_norm"]["scale"][i], f"blocks.attn_norm[{i}]")
+    _assign(block.mlp_norm.weight, blocks["mlp_norm"]["scale"][i], f"blocks.mlp_norm[{i}]")
+
+
+@torch.no_grad()
 def load_lm_params(model: LlamaTorch, params: Any) -> None:
     """Copy lm's parameter dict (`build_model`'s layout, layers stacked) into `model`."""
     blocks = {group: {k: np.asarray(v) for k, v in leaves.items()}
               for group, leaves in params["blocks"].items()}
-    attn, mlp = blocks["attn"], blocks["mlp"]
     _assign(model.embed.weight, np.asarray(params["embed"]), "embed")
     for i, block in enumerate(model.blocks):
-        d = attn["wq"].shape[1]
-        qkv_Dx3 = np.concatenate([attn[w][i].reshape(d, -1) for w in ("wq", "wk", "wv")], axis=1)
-        _assign(block.qkv.weight, qkv_Dx3.T, f"blocks.attn.wq/wk/wv[{i}]")
-        _assign(block.out.weight, attn["wo"][i].reshape(-1, d).T, f"blocks.attn.wo[{i}]")
-        _assign(block.gate.weight, mlp["w_gate"][i].T, f"blocks.mlp.w_gate[{i}]")
-        _assign(block.up.weight, mlp["w_up"][i].T, f"blocks.mlp.w_up[{i}]")
-        _assign(block.down.weight, mlp["w_down"][i].T, f"blocks.mlp.w_down[{i}]")
-        _assign(block.attn_norm.weight, blocks["attn_norm"]["scale"][i], f"blocks.attn_norm[{i}]")
-        _assign(block.mlp_norm.weight, blocks["mlp_norm"]["scale"][i], f"blocks.mlp_norm[{i}]")
+        load_lm_block(block, blocks, i)
     _assign(model.final_norm.weight, np.asarray(params["final_norm"]["scale"]), "final_norm")
     if "head" in params:
         _assign(model.head.weight, np.asarray(params["head"]).T, "head")
