@@ -10,7 +10,7 @@ import ml_collections
 from flax import nnx
 
 from lm.config import head_dim
-from lm.model.layers import MLP, Attention, KVCache, RMSNorm, logical_param
+from lm.model.layers import MLP, Attention, KVCache, RMSNorm, logical_param, project
 from lm.model.sharding import constrain
 from lm.parallel.pipeline import Pipeline, run_pipeline
 
@@ -86,8 +86,7 @@ class Decoder(nnx.Module):
 
     def logits(self, x_BxLxD: jax.Array) -> jax.Array:
         """Float32 logits of hidden states."""
-        logits = jnp.einsum("bld,dv->blv", x_BxLxD, self.head_matrix(),
-                            preferred_element_type=jnp.float32)
+        logits = project(x_BxLxD, self.head_matrix(), preferred_element_type=jnp.float32)
         return constrain(logits, ("batch", "seq", "vocab"))
 
     def decode(self, tokens_BxL: jax.Array, positions_BxL: jax.Array,

@@ -52,7 +52,8 @@ def apply_rope(x_BxLxHxK: jax.Array, positions_BxL: jax.Array, theta: float) -> 
     return rotated.astype(x_BxLxHxK.dtype)
 
 
-def project(x: jax.Array, w: jax.Array, contract: int = 1) -> jax.Array:
+def project(x: jax.Array, w: jax.Array, contract: int = 1,
+            preferred_element_type: jnp.dtype | None = None) -> jax.Array:
     """Contract the last `contract` dims of `x` with the first `contract` dims of `w`.
 
     Computed as one 2-D matmul: every leading dim of `x` (batch, sequence) is a row.
@@ -61,12 +62,13 @@ def project(x: jax.Array, w: jax.Array, contract: int = 1) -> jax.Array:
     inside the elementwise fusion that produces them, a slow strided copy (23% of the
     `small` preset's CPU step, benchmarks/compare_peers.py). In 2-D the gradients are
     plain transposed-operand GEMMs. On GPU and TPU both forms give the same matmuls.
+    `preferred_element_type` is the product's dtype (float32 logits from bf16 inputs).
     """
     lead, inner = x.shape[:x.ndim - contract], w.shape[:contract]
     if x.shape[x.ndim - contract:] != inner:
         raise ValueError(f"cannot contract x{x.shape} with w{w.shape} over {contract} dims")
     size = math.prod(inner)
-    y = jnp.dot(x.reshape(-1, size), w.reshape(size, -1))
+    y = jnp.dot(x.reshape(-1, size), w.reshape(size, -1), preferred_element_type=preferred_element_type)
     return y.reshape(*lead, *w.shape[contract:])
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from lm.model.layers import project
 from lm.model.sharding import constrain
 
 
@@ -45,7 +46,7 @@ def chunked_cross_entropy_sums(x_BxLxD: jax.Array, head_DxV: jax.Array, targets_
 
     @jax.checkpoint
     def chunk_sums(x_BxCxD, targets_BxC, mask_BxC):
-        logits = jnp.einsum("bcd,dv->bcv", x_BxCxD, head_DxV, preferred_element_type=jnp.float32)
+        logits = project(x_BxCxD, head_DxV, preferred_element_type=jnp.float32)
         return cross_entropy_sums(constrain(logits, ("batch", "seq", "vocab")), targets_BxC, mask_BxC)
 
     def add(total, chunk_inputs):
