@@ -8,6 +8,7 @@ Rows (each is benchmarks/train_step.py's `time_train_step` with overrides):
 
     tiny, small             overhead-bound and mid-size shapes, bf16
     llama_1b  base          TinyLlama-1.1B shape, 8 x 2048, bf16, remat dots, einsum attention
+    llama_1b  +blockwise    lm's blockwise causal attention (128-position blocks)
     llama_1b  +cudnn        jax.nn.dot_product_attention with the cuDNN kernel
     llama_1b  +cudnn+chunk  ... plus the chunked loss (no full f32 logits)
     llama_1b  +cudnn+chunk, remat none   (if it fits)
@@ -39,6 +40,7 @@ ROWS: list[tuple[str, str, list[str]]] = [
     ("tiny", "tiny", BF16 + ["--config.train.batch_size=64"]),
     ("small", "small", BF16 + ["--config.train.batch_size=64"]),
     ("llama_1b base", "llama_1b", LLAMA_1B),
+    ("llama_1b +blockwise", "llama_1b", LLAMA_1B + ["--config.model.attention=blockwise"]),
     ("llama_1b +cudnn", "llama_1b", LLAMA_1B + CUDNN),
     ("llama_1b +cudnn+chunk", "llama_1b", LLAMA_1B + CUDNN + CHUNK),
     ("llama_1b +cudnn+chunk remat none", "llama_1b", LLAMA_1B + CUDNN + CHUNK
