@@ -52,6 +52,17 @@ def dense_shapes(m) -> list[tuple[int, int]]:
     return [(d, hk), (d, kvk), (d, kvk), (hk, d), (d, f), (d, f), (f, d)]
 
 
+def matmul_operands(m, tokens: int) -> tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray]]:
+    """Random float32 inputs [tokens, in], output gradients [tokens, out] and weights [in, out]
+    for each projection of `dense_shapes(m)`; the same numbers for both frameworks."""
+    rng = np.random.default_rng(1)
+    shapes = dense_shapes(m)
+    ins = [rng.standard_normal((tokens, k), np.float32) for k, _ in shapes]
+    grads = [rng.standard_normal((tokens, n), np.float32) for _, n in shapes]
+    ws = [rng.standard_normal((k, n), np.float32) / np.float32(np.sqrt(k)) for k, n in shapes]
+    return ins, grads, ws
+
+
 def matmul_flops(tokens: int, shapes: Sequence[tuple[int, int]]) -> float:
     return 3 * sum(2.0 * tokens * k * n for k, n in shapes)  # forward, dx and dW
 
@@ -78,12 +89,7 @@ def build_lm(cfg, x_BxLxD: np.ndarray, weights_BxLxD: np.ndarray):
     grad = jax.jit(jax.grad(lambda s, x: jnp.sum(out(s, x) * weights), argnums=(0, 1)))
     x = jnp.asarray(x_BxLxD)
 
-    tokens = b * length
-    rng = np.random.default_rng(1)
-    shapes = dense_shapes(m)
-    ins = [jnp.asarray(rng.standard_normal((tokens, k), np.float32)) for k, _ in shapes]
-    grads = [jnp.asarray(rng.standard_normal((tokens, n), np.float32)) for _, n in shapes]
-    ws = [jnp.asarray(rng.standard_normal((k, n), np.float32) / float(np.sqrt(k))) for k, n in shapes]
+    ins, grads, ws = jax.tree.map(jnp.asarray, matmul_operands(m, b * length))
     matmuls = jax.jit(lambda ins, grads, ws: [(a @ w, g @ w.T, a.T @ g)
                                                for a, g, w in zip(ins, grads, ws)])
     params = nnx.to_pure_dict(nnx.state(block, nnx.Param))
@@ -107,12 +113,7 @@ def build_torch(cfg, params, x_BxLxD: np.ndarray, weights_BxLxD: np.ndarray):
         x.grad = None
         (block(x, cos, sin) * weights).sum().backward()
 
-    tokens = b * length
-    rng = np.random.default_rng(1)
-    shapes = dense_shapes(m)
-    ins = [torch.tensor(rng.standard_normal((tokens, k), np.float32)) for k, _ in shapes]
-    grads = [torch.tensor(rng.standard_normal((tokens, n), np.float32)) for _, n in shapes]
-    ws = [torch.tensor(rng.standard_normal((k, n), np.float32) / float(np.sqrt(k))) for k, n in shapes]
+    ins, grads, ws = jax.tree.map(torch.tensor, matmul_operands(m, b * length))
 
     def matmuls():
         with torch.no_grad():
