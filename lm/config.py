@@ -160,9 +160,9 @@ def validate(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     _check_positive(cfg, [
         "model.vocab_size", "model.d_model", "model.num_layers", "model.num_heads",
         "model.num_kv_heads", "model.d_ff", "model.max_seq_len", "model.rope_theta",
-        "model.norm_eps", "model.init_std", "model.attention_block", "model.scan_unroll", "data.seq_len", "train.steps",
-        "train.batch_size", "train.grad_accum", "train.lr", "train.log_every",
-        "train.eval_every", "train.eval_batches", "train.checkpoint_every",
+        "model.norm_eps", "model.init_std", "model.attention_block", "model.scan_unroll",
+        "data.seq_len", "train.steps", "train.batch_size", "train.grad_accum", "train.lr",
+        "train.log_every", "train.eval_every", "train.eval_batches", "train.checkpoint_every",
         "train.keep_last", "train.max_bad_steps", "sample.max_new_tokens",
     ])
     if m.head_dim == 0 and m.d_model % m.num_heads:

@@ -68,7 +68,8 @@ def project(x: jax.Array, w: jax.Array, contract: int = 1,
     if x.shape[x.ndim - contract:] != inner:
         raise ValueError(f"cannot contract x{x.shape} with w{w.shape} over {contract} dims")
     size = math.prod(inner)
-    y = jnp.dot(x.reshape(-1, size), w.reshape(size, -1), preferred_element_type=preferred_element_type)
+    y = jnp.dot(x.reshape(-1, size), w.reshape(size, -1),
+                preferred_element_type=preferred_element_type)
     return y.reshape(*lead, *w.shape[contract:])
 
 
@@ -115,8 +116,8 @@ def attend_blockwise(q_BxLxHxK: jax.Array, k_BxLxKVxK: jax.Array, v_BxLxKVxK: ja
     outs = []
     for start in range(0, length, block):
         end = min(start + block, length)
-        logits = jnp.einsum("bkgqd,bksd->bkgqs", q_BxKVxGxLxK[:, :, :, start:end], k_BxKVxLxK[:, :, :end],
-                            preferred_element_type=jnp.float32) / math.sqrt(dim)
+        logits = jnp.einsum("bkgqd,bksd->bkgqs", q_BxKVxGxLxK[:, :, :, start:end],
+                            k_BxKVxLxK[:, :, :end], preferred_element_type=jnp.float32) / math.sqrt(dim)
         mask_Bx1x1xQxS = mask_BxLxL[:, None, None, start:end, :end]
         logits = jnp.where(mask_Bx1x1xQxS, logits, jnp.finfo(jnp.float32).min)
         probs = jax.nn.softmax(logits, axis=-1).astype(v_BxLxKVxK.dtype)
