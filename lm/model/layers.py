@@ -47,9 +47,12 @@ def apply_rope(x_BxLxHxK: jax.Array, positions_BxL: jax.Array, theta: float) -> 
     angle_BxLx1xK2 = positions_BxL.astype(jnp.float32)[:, :, None, None] * inv_freq
     sin, cos = jnp.sin(angle_BxLx1xK2), jnp.cos(angle_BxLx1xK2)
     x = x_BxLxHxK.astype(jnp.float32)
-    x1, x2 = x[..., :half], x[..., half:]
-    rotated = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
-    return rotated.astype(x_BxLxHxK.dtype)
+    # [x1 cos - x2 sin, x2 cos + x1 sin] as x * [cos, cos] + [x2, x1] * [-sin, sin]: the same
+    # numbers, and the gradient is one fused multiply-add of a half swap, not slices + pads
+    # (4-5% of the small preset's CPU step).
+    swapped = jnp.concatenate([x[..., half:], x[..., :half]], axis=-1)
+    cos2, sin2 = jnp.concatenate([cos, cos], axis=-1), jnp.concatenate([-sin, sin], axis=-1)
+    return (x * cos2 + swapped * sin2).astype(x_BxLxHxK.dtype)
 
 
 def project(x: jax.Array, w: jax.Array, contract: int = 1,
