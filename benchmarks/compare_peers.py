@@ -22,7 +22,6 @@ Without torch installed the torch peer is left out and says so.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -43,7 +42,7 @@ from lm.train.optim import make_optimizer
 from lm.train.peak import mfu, peak_flops_per_device
 from lm.train.step import init_train_state, make_train_step
 from peers import jax_bare
-from train_step import aligned, preset_path, synthetic_batches
+from train_step import aligned, preset_path, synthetic_batches, write_json
 
 try:
     import torch
@@ -244,9 +243,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     report["load_after"] = os.getloadavg()[0]
     report["torch_threads"] = torch.get_num_threads() if torch is not None else 0  # as build set
     print(format_report(report))
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report, indent=1))
+    write_json(args.json, report)
     return 0
 
 

@@ -44,7 +44,7 @@ from lm.config import load_config
 from lm.data.build import RunData, build_run_data, is_heldout, iter_corpus
 from lm.data.prefetch import prefetch
 from lm.data.tokenizer import MODEL_FILE, OPTIONS_FILE, Tokenizer, _chunks, train_tokenizer
-from train_step import preset_path, time_train_step  # benchmarks/ is on the path when run as a script
+from train_step import preset_path, time_train_step, write_json  # benchmarks/ is on the path when run as a script
 
 T = TypeVar("T")
 TARGET_RATIO = 20.0
@@ -263,9 +263,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"--rounds {args.rounds} must be >= 1")
     result = run(args.preset, args.workdir or default_workdir(args.preset), args.steps, args.rounds)
     print(format_report(result))
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=1))
+    write_json(args.json, result)
     return 0
 
 

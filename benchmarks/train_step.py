@@ -182,6 +182,13 @@ def aligned(table: Sequence[Sequence[str]]) -> list[str]:
     return ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in table]
 
 
+def write_json(path: Path | None, result: Any) -> None:
+    """Write a benchmark's result as indented JSON to `path` (parents created); None: nothing."""
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(result, indent=1))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     overrides = [a for a in argv if a.startswith("--config.")]
@@ -208,9 +215,7 @@ def main(argv: Sequence[str] | None = None) -> int:
               f"{args.warmup} warmup + {args.steps} timed steps", file=sys.stderr, flush=True)
         rows.append(time_train_step(cfg, args.steps, args.warmup, label=name))
     print(format_table(rows))
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(rows, indent=1))
+    write_json(args.json, rows)
     return 0
 
 
