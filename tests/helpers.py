@@ -79,3 +79,12 @@ def stdlib_texts() -> list[str]:
     """Real text: a few standard-library modules' source."""
     root = Path(json.__file__).parent.parent
     return [(root / f"{name}.py").read_text() for name in STDLIB_MODULES]
+
+
+def assert_batches_equal(a: list[dict], b: list[dict]) -> None:
+    """Two lists of loader batches are equal: same length, same keys, same arrays."""
+    assert len(a) == len(b)
+    for x, y in zip(a, b, strict=True):
+        assert x.keys() == y.keys()
+        for name in x:
+            np.testing.assert_array_equal(x[name], y[name])

@@ -10,6 +10,7 @@ from lm.data.loader import EVAL_SEED, FIELDS, PackedRows, eval_batches, rows_per
 from lm.data.read import DataError, Document
 from lm.data.shards import TokenShards, tokenize_to_shards, write_token_shards
 from lm.data.tokenizer import train_tokenizer
+from tests.helpers import assert_batches_equal
 
 BOS, EOS, VOCAB = 1, 2, 300
 SEQ_LEN = 32
@@ -53,14 +54,6 @@ def make_iterator(shards, seed=0, global_batch_size=4, **kw):
 
 def take(iterator, n) -> list[dict]:
     return [next(iterator) for _ in range(n)]
-
-
-def assert_batches_equal(a: list[dict], b: list[dict]) -> None:
-    assert len(a) == len(b)
-    for x, y in zip(a, b, strict=True):
-        assert x.keys() == y.keys()
-        for name in x:
-            np.testing.assert_array_equal(x[name], y[name])
 
 
 def test_rows_per_epoch(shards, docs):

@@ -9,6 +9,7 @@ import pytest
 from lm.data.loader import train_iterator
 from lm.data.prefetch import prefetch
 from lm.data.shards import TokenShards, write_token_shards
+from tests.helpers import assert_batches_equal
 
 
 class Numbers:
@@ -59,14 +60,6 @@ def shards(tmp_path_factory) -> TokenShards:
 def loader(shards: TokenShards):
     return train_iterator(shards, seq_len=32, global_batch_size=4, seed=3, bos_id=1, eos_id=2,
                           process_index=0, process_count=1, num_epochs=3)
-
-
-def assert_batches_equal(a: list[dict], b: list[dict]) -> None:
-    assert len(a) == len(b)
-    for x, y in zip(a, b, strict=True):
-        assert x.keys() == y.keys()
-        for name in x:
-            np.testing.assert_array_equal(x[name], y[name])
 
 
 def test_same_items_in_the_same_order():
