@@ -33,7 +33,7 @@ from flax import nnx
 
 from lm.config import ConfigError, head_dim, load_config
 from lm.model.decoder import Block
-from train_step import aligned, preset_path
+from train_step import aligned, preset_path, split_overrides
 
 try:
     import torch
@@ -126,12 +126,11 @@ def build_torch(cfg, params, x_BxLxD: np.ndarray, weights_BxLxD: np.ndarray):
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    overrides = [a for a in argv if a.startswith("--config.")]
+    overrides, rest = split_overrides(argv)
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--preset", default="small")
     parser.add_argument("--rounds", type=int, default=5)
-    args = parser.parse_args([a for a in argv if not a.startswith("--config.")])
+    args = parser.parse_args(rest)
     if torch is None:
         print(f"error: this benchmark needs PyTorch ({TORCH_MISSING})", file=sys.stderr)
         return 2

@@ -21,7 +21,6 @@ Without torch installed the torch peer is left out and says so.
 
 from __future__ import annotations
 
-import argparse
 import os
 import statistics
 import sys
@@ -42,7 +41,8 @@ from lm.train.optim import make_optimizer
 from lm.train.peak import mfu, peak_flops_per_device
 from lm.train.step import init_train_state, make_train_step
 from peers import jax_bare
-from train_step import aligned, preset_path, synthetic_batches, write_json
+from train_step import (aligned, preset_parser, preset_path, shape_overrides, split_overrides,
+                        synthetic_batches, write_json)
 
 try:
     import torch
@@ -202,22 +202,15 @@ def format_report(report: dict[str, Any]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    overrides = [a for a in argv if a.startswith("--config.")]
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--preset", action="append", required=True,
-                        help="experiments/configs/<name>.py (repeat for several)")
+    overrides, rest = split_overrides(argv)
+    parser = preset_parser(__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=3, help="rounds of alternating timing")
     parser.add_argument("--steps", type=int, default=5,
                         help="timed steps per implementation per round")
-    parser.add_argument("--batch-size", type=int, help="override train.batch_size")
-    parser.add_argument("--seq-len", type=int, help="override data.seq_len")
-    parser.add_argument("--json", type=Path, help="write the report here as JSON")
-    args = parser.parse_args([a for a in argv if not a.startswith("--config.")])
+    args = parser.parse_args(rest)
     if args.rounds < 1 or args.steps < 1:
         parser.error(f"need --rounds >= 1 and --steps >= 1, got {args.rounds} and {args.steps}")
-    shape = ([f"--config.train.batch_size={args.batch_size}"] if args.batch_size else []) + \
-            ([f"--config.data.seq_len={args.seq_len}"] if args.seq_len else [])
+    shape = shape_overrides(args)
     configs = {}
     for name in args.preset:
         try:

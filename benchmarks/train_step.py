@@ -189,20 +189,37 @@ def write_json(path: Path | None, result: Any) -> None:
         path.write_text(json.dumps(result, indent=1))
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def split_overrides(argv: Sequence[str] | None) -> tuple[list[str], list[str]]:
+    """(`--config.section.field=value` overrides, the other arguments) of a command line."""
     argv = list(sys.argv[1:] if argv is None else argv)
     overrides = [a for a in argv if a.startswith("--config.")]
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    return overrides, [a for a in argv if not a.startswith("--config.")]
+
+
+def preset_parser(description: str) -> argparse.ArgumentParser:
+    """A parser with the options the train-step benchmarks share: --preset (repeatable),
+    --batch-size, --seq-len and --json; `shape_overrides` turns the shape into overrides."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--preset", action="append", required=True,
                         help="experiments/configs/<name>.py (repeat for several)")
-    parser.add_argument("--steps", type=int, default=10, help="timed steps")
-    parser.add_argument("--warmup", type=int, default=2, help="untimed steps after compiling")
     parser.add_argument("--batch-size", type=int, help="override train.batch_size")
     parser.add_argument("--seq-len", type=int, help="override data.seq_len")
-    parser.add_argument("--json", type=Path, help="write the rows here as JSON")
-    args = parser.parse_args([a for a in argv if not a.startswith("--config.")])
-    shape = ([f"--config.train.batch_size={args.batch_size}"] if args.batch_size else []) + \
-            ([f"--config.data.seq_len={args.seq_len}"] if args.seq_len else [])
+    parser.add_argument("--json", type=Path, help="write the results here as JSON")
+    return parser
+
+
+def shape_overrides(args: argparse.Namespace) -> list[str]:
+    return ([f"--config.train.batch_size={args.batch_size}"] if args.batch_size else []) + \
+           ([f"--config.data.seq_len={args.seq_len}"] if args.seq_len else [])
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    overrides, rest = split_overrides(argv)
+    parser = preset_parser(__doc__.split("\n\n")[0])
+    parser.add_argument("--steps", type=int, default=10, help="timed steps")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed steps after compiling")
+    args = parser.parse_args(rest)
+    shape = shape_overrides(args)
 
     rows = []
     for name in args.preset:
