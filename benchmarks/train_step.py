@@ -5,7 +5,7 @@
 
 Each preset (experiments/configs/<name>.py) is built exactly as `lm.train.loop.train`
 builds it: `build_model`, `make_optimizer`, `init_train_state`, and
-`jax.jit(make_train_step(...), donate_argnums=0)`. Batches are synthetic random tokens
+`jax.jit(make_train_step(...), donate_argnums=0)` (`compile_train_step`). Batches are synthetic random tokens
 shaped like the loader's (int32 [batch, seq_len], one segment per row), made and put on
 the device before timing, so the numbers are the step alone, not the input pipeline.
 `time_train_step(cfg, steps, warmup)` is importable by other benchmarks.
@@ -30,7 +30,7 @@ from lm.scaling.counts import mfu_flops_per_token, param_counts, six_n_flops_per
 from lm.train.loop import build_model
 from lm.train.optim import make_optimizer
 from lm.train.peak import mfu, peak_flops_per_device
-from lm.train.step import init_train_state, make_train_step
+from lm.train.step import init_train_state, make_train_step, state_donation
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -70,18 +70,8 @@ def time_train_step(cfg: ml_collections.ConfigDict, steps: int = 10, warmup: int
     m, t = cfg.model, cfg.train
     batch_size, seq_len = t.batch_size, cfg.data.seq_len
 
-    graphdef, params = build_model(m, t.seed)
-    optimizer = make_optimizer(t, params)
-    state = jax.jit(lambda p: init_train_state(p, optimizer))(params)
-    del params  # the state holds its own copy; the step donates the state
-    train_step = jax.jit(make_train_step(graphdef, optimizer, grad_accum=t.grad_accum, z_loss=t.z_loss,
-                                         loss_chunk=t.loss_chunk),
-                         donate_argnums=0)
     batches = synthetic_batches(min(warmup + steps, 8), batch_size, seq_len, m.vocab_size, t.seed)
-
-    start = time.perf_counter()
-    compiled = train_step.lower(state, batches[0]).compile()
-    compile_s = time.perf_counter() - start
+    state, compiled, compile_s = compile_train_step(cfg, batches[0])
 
     times, metrics = [], None
     for i in range(warmup + steps):
@@ -131,6 +121,32 @@ def time_train_step(cfg: ml_collections.ConfigDict, steps: int = 10, warmup: int
     }
 
 
+def compile_train_step(cfg: ml_collections.ConfigDict, batch: dict[str, jax.Array],
+                       ) -> tuple[dict[str, Any], Any, float]:
+    """`cfg`'s initial train state and its step jitted as the trainer jits it (state donated
+    when `train.donate_state`), compiled for `batch`'s shapes; and the compile seconds
+    (trace + lower + XLA compile: what the first call pays)."""
+    m, t = cfg.model, cfg.train
+    graphdef, params = build_model(m, t.seed)
+    optimizer = make_optimizer(t, params)
+    state = jax.jit(lambda p: init_train_state(p, optimizer))(params)
+    del params  # the state holds its own copy
+    train_step = jax.jit(make_train_step(graphdef, optimizer, grad_accum=t.grad_accum,
+                                         z_loss=t.z_loss, loss_chunk=t.loss_chunk),
+                         donate_argnums=state_donation(t.donate_state))
+    start = time.perf_counter()
+    compiled = train_step.lower(state, batch).compile()
+    return state, compiled, time.perf_counter() - start
+
+
+def assigned_bytes(compiled: Any) -> int:
+    """XLA's buffer assignment of a compiled step: arguments + temporaries + the outputs not
+    aliased to (donated) arguments."""
+    a = compiled.memory_analysis()
+    return int(a.argument_size_in_bytes + a.temp_size_in_bytes + a.output_size_in_bytes
+               - a.alias_size_in_bytes)
+
+
 def peak_memory(compiled: Any) -> tuple[int, str]:
     """Peak bytes per device: the allocator's high-water mark where the device reports one
     (GPU, TPU), else XLA's buffer assignment of the compiled step (arguments + temporaries
@@ -138,9 +154,7 @@ def peak_memory(compiled: Any) -> tuple[int, str]:
     stats = jax.devices()[0].memory_stats() or {}
     if "peak_bytes_in_use" in stats:
         return int(stats["peak_bytes_in_use"]), "allocator peak"
-    a = compiled.memory_analysis()
-    total = a.argument_size_in_bytes + a.temp_size_in_bytes + a.output_size_in_bytes - a.alias_size_in_bytes
-    return int(total), "XLA buffer assignment"
+    return assigned_bytes(compiled), "XLA buffer assignment"
 
 
 def _millions(n: int) -> str:

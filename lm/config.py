@@ -59,7 +59,9 @@ def default_config() -> ml_collections.ConfigDict:
     # attention on NVIDIA GPUs, bf16/fp16 only)
     m.attention = "einsum"
     m.attention_block = 128
-    m.scan_unroll = 1  # layers per iteration of the layer scan (num_layers or more: fully unrolled)
+    # layers per iteration of the layer scan (num_layers or more: fully unrolled); with remat
+    # at most num_layers // 2, so remat still saves memory (lm.model.decoder.remat_unroll)
+    m.scan_unroll = 1
 
     c.data = ml_collections.ConfigDict()
     d = c.data
@@ -107,6 +109,8 @@ def default_config() -> ml_collections.ConfigDict:
     t.keep_last = 2
     t.keep_every = 0  # also keep every M-th step's checkpoint; 0 keeps none extra
     t.async_checkpoint = True
+    # the step reuses the old train state's buffers for the new one (off: both live at once)
+    t.donate_state = True
     t.max_bad_steps = 5
 
     c.mesh = ml_collections.ConfigDict()  # device mesh sizes; one may be -1 (the rest)

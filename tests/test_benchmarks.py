@@ -1,6 +1,7 @@
 """Smoke test of benchmarks/train_step.py: it runs and its numbers are consistent (never its speed)."""
 
 import importlib.util
+import json
 import math
 from pathlib import Path
 
@@ -54,3 +55,49 @@ def test_gpu_suite_rows_are_valid_configs():
         assert smoke.model.attention != "cudnn", label  # no cuDNN on CPU
         assert (smoke.train.loss_chunk > 0) == (cfg.train.loss_chunk > 0), label
         assert cfg.model.compute_dtype == "bfloat16", label
+
+
+@pytest.fixture(scope="module")
+def switches():
+    import sys
+    sys.path.insert(0, str(BENCH.parent))  # switches.py imports train_step as a sibling
+    try:
+        spec = importlib.util.spec_from_file_location("bench_switches", BENCH.parent / "switches.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(BENCH.parent))
+    return module
+
+
+def test_switches_measure_donation_and_checkpoint_saves(switches, tmp_path, capsys):
+    out = tmp_path / "switches.json"
+    code = switches.main(["--preset", "tiny", "--batch-size", "2", "--seq-len", "16",
+                          "--rounds", "2", "--steps", "1", "--group", "donation",
+                          "--group", "checkpoint", "--json", str(out),
+                          "--config.model.num_layers=1", "--config.model.d_model=32",
+                          "--config.model.d_ff=64"])
+    assert code == 0
+    report = json.loads(out.read_text())
+    assert set(report["groups"]) == {"donation", "checkpoint"}
+    on, off = report["groups"]["donation"]
+    assert (on["variant"], off["variant"]) == ("donate_state=true", "donate_state=false")
+    assert on["vs_baseline"] == 1.0 and len(on["step_s"]) == len(off["step_s"]) == 2
+    assert on["alias_bytes"] > 0 and off["alias_bytes"] == 0
+    assert on["final_loss"] == pytest.approx(off["final_loss"], rel=1e-6)  # same math
+    saves = {r["variant"]: r for r in report["groups"]["checkpoint"]}
+    assert set(saves) == {"no save", "sync save", "async save"}
+    assert saves["no save"]["median_extra_s"] == 0.0 and saves["no save"]["median_blocked_s"] == 0.0
+    for mode in ("sync save", "async save"):
+        r = saves[mode]
+        assert 0 < r["median_blocked_s"] <= r["median_written_s"], mode
+        assert r["window_steps"] == 3 and len(r["window_s"]) == 2
+    printed = capsys.readouterr().out
+    assert "donate_state=false" in printed and "async save" in printed
+
+
+def test_switches_refuse_a_bad_config_and_a_bad_group(switches, capsys):
+    assert switches.main(["--preset", "tiny", "--config.model.remat=sometimes"]) == 2
+    assert "remat" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        switches.main(["--preset", "tiny", "--group", "turbo"])

@@ -21,6 +21,16 @@ REMAT_POLICIES = {
 }
 
 
+def remat_unroll(scan_unroll: int, num_layers: int) -> int:
+    """Layers per scan iteration under remat: at most half the stack, so the scan stays a
+    loop of two or more iterations. Unrolled into straight-line code (one iteration or
+    none), XLA schedules the recomputation next to the forward pass and keeps every
+    activation anyway: remat then saves no memory (measured: small preset, 8 layers,
+    temporaries 1,439 MiB with remat none, full or dots when fully unrolled; 764 MiB
+    with full remat at unroll 4, 414 MiB at unroll 1)."""
+    return max(1, min(scan_unroll, num_layers // 2))
+
+
 class Block(nnx.Module):
     """One pre-norm transformer block: x + attn(norm(x)), then x + mlp(norm(x))."""
 
@@ -118,9 +128,11 @@ class Decoder(nnx.Module):
             def layer(x, layer_inputs):
                 return nnx.merge(block_def, layer_inputs[0])(x, positions, segment_ids, layer_inputs[1])
 
+            unroll = self.scan_unroll
             if self.remat != "none":
                 layer = jax.checkpoint(layer, policy=REMAT_POLICIES[self.remat], prevent_cse=False)
-            return jax.lax.scan(layer, x, (state, layer_cache), unroll=self.scan_unroll)
+                unroll = remat_unroll(unroll, jax.tree.leaves(state)[0].shape[0])
+            return jax.lax.scan(layer, x, (state, layer_cache), unroll=unroll)
 
         if pipeline is None or cache is not None:
             x_BxLxD, cache = apply_layers(block_state, x_BxLxD, positions_BxL, segment_ids_BxL, cache)

@@ -33,7 +33,7 @@ from lm.train.checkpoint import Checkpointer
 from lm.train.metrics import MetricsLogger
 from lm.train.optim import lr_schedule, make_optimizer
 from lm.train.peak import mfu, peak_flops_per_device
-from lm.train.step import init_train_state, make_eval_step, make_train_step
+from lm.train.step import init_train_state, make_eval_step, make_train_step, state_donation
 
 
 class TrainingDiverged(RuntimeError):
@@ -156,7 +156,7 @@ def train(cfg: ml_collections.ConfigDict, workdir: Path) -> dict[str, Any]:
                                          z_loss=t.z_loss, pipeline=pipeline,
                                          loss_chunk=t.loss_chunk),
                          in_shardings=(state_sh, batch_sh), out_shardings=(state_sh, None),
-                         donate_argnums=0)
+                         donate_argnums=state_donation(t.donate_state))
     eval_step = jax.jit(make_eval_step(graphdef, pipeline, t.loss_chunk),
                         in_shardings=(param_sh, batch_sh))
     schedule = lr_schedule(t)

@@ -32,7 +32,7 @@ from lm.parallel.rules import abstract_model, batch_sharding, param_shardings, t
 from lm.parallel.setup import parallelism_from_config
 from lm.scaling.counts import param_counts
 from lm.train.optim import make_optimizer
-from lm.train.step import init_train_state, make_train_step
+from lm.train.step import init_train_state, make_train_step, state_donation
 
 MIB = 1024 ** 2
 
@@ -98,7 +98,7 @@ def compile_memory_report(cfg: ml_collections.ConfigDict) -> MemoryReport:
     start = time.perf_counter()
     with use_mesh_rules(mesh, rules):
         compiled = jax.jit(step, in_shardings=(state_sh, batch_sh), out_shardings=(state_sh, None),
-                           donate_argnums=0).lower(abstract_state, batch).compile()
+                           donate_argnums=state_donation(t.donate_state)).lower(abstract_state, batch).compile()
     seconds = time.perf_counter() - start
     analysis = compiled.memory_analysis()
     describe = ("none" if pipeline is None else

@@ -26,6 +26,11 @@ def init_train_state(params: Any, optimizer: optax.GradientTransformation) -> Tr
             "opt_state": optimizer.init(params)}
 
 
+def state_donation(donate_state: bool) -> tuple[int, ...]:
+    """`donate_argnums` for a jitted train step: the state (argument 0) or nothing."""
+    return (0,) if donate_state else ()
+
+
 def batch_loss_sums(graphdef: nnx.GraphDef, params: Any, batch: Batch,
                     pipeline: Pipeline | None = None, loss_chunk: int = 0) -> dict[str, jax.Array]:
     """Loss sums of one (micro)batch; padding (segment id 0) carries no loss.
