@@ -141,14 +141,14 @@ def measure_checkpoint(cfg: ml_collections.ConfigDict, rounds: int, steps: int,
     for saver in savers.values():
         saver.close()
     base = results["no save"]["window_s"]
+    median = lambda xs: statistics.median(xs) if xs else 0.0  # no save: nothing blocked
     rows = []
     for mode, r in results.items():
         extra = [w - b for w, b in zip(r["window_s"], base)]
         rows.append({"variant": mode, "window_steps": window,
-                     "median_window_s": statistics.median(r["window_s"]),
-                     "median_extra_s": statistics.median(extra),
-                     "median_blocked_s": statistics.median(r["blocked_s"]) if r["blocked_s"] else 0.0,
-                     "median_written_s": statistics.median(r["written_s"]) if r["written_s"] else 0.0,
+                     "median_window_s": median(r["window_s"]), "median_extra_s": median(extra),
+                     "median_blocked_s": median(r["blocked_s"]),
+                     "median_written_s": median(r["written_s"]),
                      "window_s": r["window_s"]})
     return rows
 

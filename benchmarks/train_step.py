@@ -5,9 +5,10 @@
 
 Each preset (experiments/configs/<name>.py) is built exactly as `lm.train.loop.train`
 builds it: `build_model`, `make_optimizer`, `init_train_state`, and
-`jax.jit(make_train_step(...), donate_argnums=0)` (`compile_train_step`). Batches are synthetic random tokens
-shaped like the loader's (int32 [batch, seq_len], one segment per row), made and put on
-the device before timing, so the numbers are the step alone, not the input pipeline.
+`jax.jit(make_train_step(...), donate_argnums=0)` (`compile_train_step`). Batches are
+synthetic random tokens shaped like the loader's (int32 [batch, seq_len], one segment per
+row), made and put on the device before timing, so the numbers are the step alone, not the
+input pipeline.
 `time_train_step(cfg, steps, warmup)` is importable by other benchmarks.
 """
 

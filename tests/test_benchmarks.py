@@ -62,7 +62,8 @@ def switches():
     import sys
     sys.path.insert(0, str(BENCH.parent))  # switches.py imports train_step as a sibling
     try:
-        spec = importlib.util.spec_from_file_location("bench_switches", BENCH.parent / "switches.py")
+        path = BENCH.parent / "switches.py"
+        spec = importlib.util.spec_from_file_location("bench_switches", path)
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
     finally:

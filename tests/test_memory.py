@@ -55,7 +55,9 @@ def test_donate_state_decides_whether_the_new_state_reuses_the_old_buffers():
     state_bytes = donated.param_bytes + donated.opt_state_bytes
     assert donated.alias_bytes >= state_bytes  # params and moments updated in place
     assert kept.alias_bytes == 0
-    assert kept.peak_bytes - kept.temp_bytes >= donated.peak_bytes - donated.temp_bytes + state_bytes
+    # without donation the new state is written beside the old one
+    untemp = lambda r: r.peak_bytes - r.temp_bytes
+    assert untemp(kept) >= untemp(donated) + state_bytes
 
 
 def test_remat_saves_memory_even_when_the_layer_scan_is_fully_unrolled():

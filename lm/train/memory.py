@@ -97,8 +97,9 @@ def compile_memory_report(cfg: ml_collections.ConfigDict) -> MemoryReport:
                            pipeline=pipeline, loss_chunk=t.loss_chunk)
     start = time.perf_counter()
     with use_mesh_rules(mesh, rules):
-        compiled = jax.jit(step, in_shardings=(state_sh, batch_sh), out_shardings=(state_sh, None),
-                           donate_argnums=state_donation(t.donate_state)).lower(abstract_state, batch).compile()
+        jitted = jax.jit(step, in_shardings=(state_sh, batch_sh), out_shardings=(state_sh, None),
+                         donate_argnums=state_donation(t.donate_state))
+        compiled = jitted.lower(abstract_state, batch).compile()
     seconds = time.perf_counter() - start
     analysis = compiled.memory_analysis()
     describe = ("none" if pipeline is None else
