@@ -3,10 +3,11 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 from lm.config import default_config
-from lm.train.optim import lr_schedule, make_optimizer, weight_decay_mask
+from lm.train.optim import clip_by_global_norm, lr_schedule, make_optimizer, weight_decay_mask
 
 
 def train_cfg(**overrides):
@@ -52,3 +53,12 @@ def test_global_norm_clipping_reaches_adam_moments(clip, expected_norm):
     adam = [s for s in jax.tree.leaves(state, is_leaf=lambda x: hasattr(x, "mu")) if hasattr(s, "mu")][0]
     seen_grad = adam.mu["w"] / (1 - 0.9)  # the first moment after one step is (1 - b1) g
     np.testing.assert_allclose(float(jnp.linalg.norm(seen_grad)), expected_norm, rtol=1e-5)
+
+
+@pytest.mark.parametrize("grad", [[3.0, 4.0], [0.3, 0.4], [0.0, 0.0], [1e-30, 0.0]])
+def test_clipping_factor_equals_optax_clipping(grad):
+    updates = {"w": jnp.array(grad), "b": jnp.array([0.5 * g for g in grad])}
+    ours, _ = clip_by_global_norm(1.0).update(updates, optax.EmptyState())
+    reference, _ = optax.clip_by_global_norm(1.0).update(updates, optax.EmptyState())
+    for key in updates:
+        np.testing.assert_allclose(ours[key], reference[key], rtol=1e-6, atol=0)

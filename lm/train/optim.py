@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import optax
 
@@ -44,10 +45,27 @@ def weight_decay_mask(params: Any, t: ml_collections.ConfigDict) -> Any:
     return jax.tree_util.tree_map_with_path(decays, params)
 
 
+def clip_by_global_norm(max_norm: float) -> optax.GradientTransformation:
+    """Scale the updates by min(1, max_norm / global norm): optax's clipping, written as one
+    scalar factor times each leaf. A multiply by a scalar is cheap enough for XLA to fuse
+    into every consumer (AdamW's moment and update fusions); optax's per-leaf
+    `where(norm < max, g, g / norm * max)` is not, so the clipped gradients were written
+    out as a full copy (3.5 of llama_1b's 9.6 GiB of temporaries at batch 1 x 256,
+    `lm train --compile-only`). Equal to optax's up to rounding of the factor."""
+
+    def update(updates: Any, state: optax.EmptyState, params: Any = None):
+        del params
+        norm = optax.global_norm(updates)
+        factor = jnp.minimum(1.0, max_norm / norm)  # 1 when norm is 0 (max_norm / 0 = inf)
+        return jax.tree.map(lambda g: g * factor.astype(g.dtype), updates), state
+
+    return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
+
+
 def make_optimizer(t: ml_collections.ConfigDict, params: Any) -> optax.GradientTransformation:
     """Global-norm clipping, then AdamW on the schedule with the decay mask."""
     adamw = optax.adamw(lr_schedule(t), b1=t.b1, b2=t.b2, eps=t.eps,
                         weight_decay=t.weight_decay, mask=weight_decay_mask(params, t))
     if t.clip_norm > 0:
-        return optax.chain(optax.clip_by_global_norm(t.clip_norm), adamw)
+        return optax.chain(clip_by_global_norm(t.clip_norm), adamw)
     return adamw
