@@ -50,7 +50,7 @@ def clip_by_global_norm(max_norm: float) -> optax.GradientTransformation:
     scalar factor times each leaf. A multiply by a scalar is cheap enough for XLA to fuse
     into every consumer (AdamW's moment and update fusions); optax's per-leaf
     `where(norm < max, g, g / norm * max)` is not, so the clipped gradients were written
-    out as a full copy (3.5 of llama_1b's 9.6 GiB of temporaries at batch 1 x 256,
+    out as a full copy (3.5 of llama_1b's 9.3 GiB of temporaries at batch 1 x 256,
     `lm train --compile-only`). Equal to optax's up to rounding of the factor."""
 
     def update(updates: Any, state: optax.EmptyState, params: Any = None):

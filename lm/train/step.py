@@ -58,7 +58,7 @@ def make_train_step(graphdef: nnx.GraphDef, optimizer: optax.GradientTransformat
     def objective(params, microbatch, tokens):
         """The microbatch's share of the batch's mean loss: its sums over the whole batch's
         token count, so the gradients come out as the mean's without a pass dividing them
-        (one gradient-sized buffer less: 2.6 of 12.3 GiB of llama_1b's temporaries)."""
+        (one gradient-sized buffer less: 2.6 of 11.9 GiB of llama_1b's temporaries)."""
         sums = batch_loss_sums(graphdef, params, microbatch, pipeline, loss_chunk)
         return (sums["nll"] + z_loss * sums["log_z_sq"]) / tokens, sums
 
