@@ -31,6 +31,11 @@ def state_donation(donate_state: bool) -> tuple[int, ...]:
     return (0,) if donate_state else ()
 
 
+def loss_mask(batch: Batch) -> jax.Array:
+    """The positions that carry loss: every token of a segment (segment id 0 is padding)."""
+    return batch["segment_ids"] > 0
+
+
 def batch_loss_sums(graphdef: nnx.GraphDef, params: Any, batch: Batch,
                     pipeline: Pipeline | None = None, loss_chunk: int = 0) -> dict[str, jax.Array]:
     """Loss sums of one (micro)batch; padding (segment id 0) carries no loss.
@@ -39,7 +44,7 @@ def batch_loss_sums(graphdef: nnx.GraphDef, params: Any, batch: Batch,
     (`chunked_cross_entropy_sums`), never holding the full float32 logits.
     """
     model = nnx.merge(graphdef, params)
-    mask = batch["segment_ids"] > 0
+    mask = loss_mask(batch)
     if loss_chunk:
         hidden = model.hidden(batch["inputs"], batch["positions"], batch["segment_ids"], pipeline)
         return chunked_cross_entropy_sums(hidden, model.head_matrix(), batch["targets"], mask,
@@ -66,8 +71,8 @@ def make_train_step(graphdef: nnx.GraphDef, optimizer: optax.GradientTransformat
 
     def step(state: TrainState, batch: Batch) -> tuple[TrainState, dict]:
         params = state["params"]
-        # the tokens that carry loss (the sums' "tokens"), known before the forward pass
-        tokens = jnp.maximum(jnp.sum(batch["segment_ids"] > 0).astype(jnp.float32), 1.0)
+        # the batch's loss-carrying tokens (the sums' "tokens"), known before the forward pass
+        tokens = jnp.maximum(jnp.sum(loss_mask(batch)).astype(jnp.float32), 1.0)
         micro = jax.tree.map(lambda x: x.reshape(grad_accum, -1, *x.shape[1:]), batch)
 
         def accumulate(carry, microbatch):
