@@ -39,7 +39,7 @@ from lm.scaling.counts import mfu_flops_per_token, param_counts
 from lm.train.loop import build_model
 from lm.train.optim import make_optimizer
 from lm.train.peak import mfu, peak_flops_per_device
-from lm.train.step import init_train_state, make_train_step, state_donation
+from lm.train.step import init_train_state, jit_train_step
 from peers import jax_bare
 from train_step import (aligned, preset_parser, preset_path, shape_overrides, split_overrides,
                         synthetic_batches, write_json)
@@ -59,12 +59,10 @@ Step = Callable[[], float]  # one train step on the next batch, waited on; retur
 
 def lm_step(cfg: ml_collections.ConfigDict, graphdef: nnx.GraphDef, params: Any,
             batches: list[dict]) -> Step:
-    """The trainer's jitted step (its config's loss chunking and donation) cycling over `batches`."""
+    """The trainer's jitted step (`jit_train_step`) cycling over `batches`."""
     optimizer = make_optimizer(cfg.train, params)
     state = jax.jit(lambda p: init_train_state(p, optimizer))(params)
-    train_step = jax.jit(make_train_step(graphdef, optimizer, grad_accum=cfg.train.grad_accum,
-                                         z_loss=cfg.train.z_loss, loss_chunk=cfg.train.loss_chunk),
-                         donate_argnums=state_donation(cfg.train.donate_state))
+    train_step = jit_train_step(graphdef, optimizer, cfg.train)
     count = 0
 
     def step() -> float:

@@ -5,7 +5,7 @@
 
 Each preset (experiments/configs/<name>.py) is built exactly as `lm.train.loop.train`
 builds it: `build_model`, `make_optimizer`, `init_train_state`, and
-`jax.jit(make_train_step(...), donate_argnums=0)` (`compile_train_step`). Batches are
+`lm.train.step.jit_train_step` (`compile_train_step`). Batches are
 synthetic random tokens shaped like the loader's (int32 [batch, seq_len], one segment per
 row), made and put on the device before timing, so the numbers are the step alone, not the
 input pipeline.
@@ -31,7 +31,7 @@ from lm.scaling.counts import mfu_flops_per_token, param_counts, six_n_flops_per
 from lm.train.loop import build_model
 from lm.train.optim import make_optimizer
 from lm.train.peak import mfu, peak_flops_per_device
-from lm.train.step import init_train_state, make_train_step, state_donation
+from lm.train.step import init_train_state, jit_train_step
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -124,17 +124,15 @@ def time_train_step(cfg: ml_collections.ConfigDict, steps: int = 10, warmup: int
 
 def compile_train_step(cfg: ml_collections.ConfigDict, batch: dict[str, jax.Array],
                        ) -> tuple[dict[str, Any], Any, float]:
-    """`cfg`'s initial train state and its step jitted as the trainer jits it (state donated
-    when `train.donate_state`), compiled for `batch`'s shapes; and the compile seconds
+    """`cfg`'s initial train state and its step jitted as the trainer jits it
+    (`jit_train_step`), compiled for `batch`'s shapes; and the compile seconds
     (trace + lower + XLA compile: what the first call pays)."""
     m, t = cfg.model, cfg.train
     graphdef, params = build_model(m, t.seed)
     optimizer = make_optimizer(t, params)
     state = jax.jit(lambda p: init_train_state(p, optimizer))(params)
     del params  # the state holds its own copy
-    train_step = jax.jit(make_train_step(graphdef, optimizer, grad_accum=t.grad_accum,
-                                         z_loss=t.z_loss, loss_chunk=t.loss_chunk),
-                         donate_argnums=state_donation(t.donate_state))
+    train_step = jit_train_step(graphdef, optimizer, t)
     start = time.perf_counter()
     compiled = train_step.lower(state, batch).compile()
     return state, compiled, time.perf_counter() - start

@@ -33,7 +33,7 @@ from lm.train.checkpoint import Checkpointer
 from lm.train.metrics import MetricsLogger
 from lm.train.optim import lr_schedule, make_optimizer
 from lm.train.peak import mfu, peak_flops_per_device
-from lm.train.step import init_train_state, make_eval_step, make_train_step, state_donation
+from lm.train.step import init_train_state, jit_train_step, make_eval_step
 
 
 class TrainingDiverged(RuntimeError):
@@ -152,11 +152,8 @@ def train(cfg: ml_collections.ConfigDict, workdir: Path) -> dict[str, Any]:
         if main:
             print(f"[train] resumed from step {start} in {checkpointer.directory}", flush=True)
 
-    train_step = jax.jit(make_train_step(graphdef, optimizer, grad_accum=t.grad_accum,
-                                         z_loss=t.z_loss, pipeline=pipeline,
-                                         loss_chunk=t.loss_chunk),
-                         in_shardings=(state_sh, batch_sh), out_shardings=(state_sh, None),
-                         donate_argnums=state_donation(t.donate_state))
+    train_step = jit_train_step(graphdef, optimizer, t, pipeline,
+                                in_shardings=(state_sh, batch_sh), out_shardings=(state_sh, None))
     eval_step = jax.jit(make_eval_step(graphdef, pipeline, t.loss_chunk),
                         in_shardings=(param_sh, batch_sh))
     schedule = lr_schedule(t)

@@ -32,7 +32,7 @@ from lm.parallel.rules import abstract_model, batch_sharding, param_shardings, t
 from lm.parallel.setup import parallelism_from_config
 from lm.scaling.counts import param_counts
 from lm.train.optim import make_optimizer
-from lm.train.step import init_train_state, make_train_step, state_donation
+from lm.train.step import init_train_state, jit_train_step
 
 MIB = 1024 ** 2
 
@@ -93,13 +93,11 @@ def compile_memory_report(cfg: ml_collections.ConfigDict) -> MemoryReport:
     batch_sh = batch_sharding(mesh, rules)
     token = jax.ShapeDtypeStruct((t.batch_size, cfg.data.seq_len), jnp.int32, sharding=batch_sh)
     batch = {k: token for k in ("inputs", "targets", "positions", "segment_ids")}
-    step = make_train_step(graphdef, optimizer, grad_accum=t.grad_accum, z_loss=t.z_loss,
-                           pipeline=pipeline, loss_chunk=t.loss_chunk)
     start = time.perf_counter()
     with use_mesh_rules(mesh, rules):
-        jitted = jax.jit(step, in_shardings=(state_sh, batch_sh), out_shardings=(state_sh, None),
-                         donate_argnums=state_donation(t.donate_state))
-        compiled = jitted.lower(abstract_state, batch).compile()
+        step = jit_train_step(graphdef, optimizer, t, pipeline,
+                              in_shardings=(state_sh, batch_sh), out_shardings=(state_sh, None))
+        compiled = step.lower(abstract_state, batch).compile()
     seconds = time.perf_counter() - start
     analysis = compiled.memory_analysis()
     describe = ("none" if pipeline is None else

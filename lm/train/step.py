@@ -11,6 +11,7 @@ from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import optax
 from flax import nnx
 
@@ -24,11 +25,6 @@ TrainState = dict[str, Any]
 def init_train_state(params: Any, optimizer: optax.GradientTransformation) -> TrainState:
     return {"step": jnp.zeros((), jnp.int32), "params": params,
             "opt_state": optimizer.init(params)}
-
-
-def state_donation(donate_state: bool) -> tuple[int, ...]:
-    """`donate_argnums` for a jitted train step: the state (argument 0) or nothing."""
-    return (0,) if donate_state else ()
 
 
 def loss_mask(batch: Batch) -> jax.Array:
@@ -103,6 +99,17 @@ def make_train_step(graphdef: nnx.GraphDef, optimizer: optax.GradientTransformat
         return new_state, metrics
 
     return step
+
+
+def jit_train_step(graphdef: nnx.GraphDef, optimizer: optax.GradientTransformation,
+                   t: ml_collections.ConfigDict, pipeline: Pipeline | None = None,
+                   **jit_kwargs: Any) -> Callable[[TrainState, Batch], tuple[TrainState, dict]]:
+    """`make_train_step` as the train config `t` asks (accumulation, z-loss, loss chunking),
+    jitted with the state donated when `t.donate_state`; `jit_kwargs` (shardings) go to
+    `jax.jit`. The trainer, the memory report and the benchmarks all build the step here."""
+    step = make_train_step(graphdef, optimizer, grad_accum=t.grad_accum, z_loss=t.z_loss,
+                           pipeline=pipeline, loss_chunk=t.loss_chunk)
+    return jax.jit(step, donate_argnums=(0,) if t.donate_state else (), **jit_kwargs)
 
 
 def make_eval_step(graphdef: nnx.GraphDef, pipeline: Pipeline | None = None,
