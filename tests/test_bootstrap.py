@@ -92,7 +92,7 @@ def test_approach2_budget_bootstrap():
         runs[budgets] = bootstrap_approach2(N, loss, C, at_flops=AT, n_resamples=200, seed=0,
                                             **CONV)
     small, large = runs[5], runs[15]
-    assert large.unit == "budget" and large.fit.method == "approach2"
+    assert large.unit == "budget+point" and large.fit.method == "approach2"
     for name, value in (("a", A_TRUE), ("b", B_TRUE)):
         assert contains(large.intervals[name], value) and contains(small.intervals[name], value)
         assert width(large.intervals[name]) < 0.6 * width(small.intervals[name])

@@ -8,10 +8,12 @@ import numpy as np
 import pytest
 from scipy.optimize import minimize
 
-from lm.scaling.chinchilla import (Approach3Fit, IdentifiabilityWarning, TrainingRun,
-                                   _lse_huber, _minimise_lse, allocate, fit_approach1,
-                                   fit_approach2, fit_approach3, load_epoch_chinchilla_csv,
-                                   predict, start_grid)
+from lm.scaling.chinchilla import (Approach3Fit, IdentifiabilityWarning, Scales, TrainingRun,
+                                   allocate, fit_approach1, fit_approach2, fit_approach3,
+                                   load_epoch_chinchilla_csv, paper_start_grid, predict,
+                                   start_grid)
+from lm.scaling.optimise import lse_huber as _lse_huber
+from lm.scaling.optimise import minimise_lse as _minimise_lse
 from lm.scaling.laws import allocation_exponents, chinchilla_loss, compute_optimal
 
 EPOCH_CSV = (Path(__file__).parents[1] / ".." / "shared" / "data" / "scaling"
@@ -20,9 +22,15 @@ CONV = dict(n_convention="total", c_convention="6ND")
 # Hoffmann et al. (2022) approach-3 constants as the synthetic ground truth.
 TRUE = dict(E=1.69, A=406.4, B=410.7, alpha=0.34, beta=0.28)
 A_TRUE, B_TRUE = allocation_exponents(0.34, 0.28)  # 0.4516, 0.5484
-SMALL_GRID = start_grid(a=(0, 10, 20), b=(0, 10, 20), e=(-1, 0, 1), alpha=(0.5, 1.5),
-                        beta=(0.5, 1.5))  # 108 starts
-AT_TRUTH = np.array([[np.log(406.4), np.log(410.7), np.log(1.69), 0.34, 0.28]])  # a single start
+SMALL_GRID = start_grid(a=(-4, -2, 0), b=(-4, -2, 0), e=(-1.5, -0.75, 0), alpha=(0.5, 1.5),
+                        beta=(0.5, 1.5))  # 108 starts, normalised units
+TRUTH_RAW = np.array([[np.log(406.4), np.log(410.7), np.log(1.69), 0.34, 0.28]])
+
+
+def at_truth(N, D, loss):
+    """The true law as a single start, in the normalised units of (N, D, loss)."""
+    return Scales.of(np.asarray(N, float), np.asarray(D, float),
+                     np.asarray(loss, float)).to_normalised(TRUTH_RAW)
 
 
 def true_optimum(C, flops_per_nd=6.0):
@@ -112,7 +120,7 @@ def test_epoch_batched_search_matches_scipy_from_every_start(epoch):
     N, D, _, loss, fit = epoch
     args = (np.log(N), np.log(D), np.log(loss), 1e-3)
     best = min(minimize(lambda t: tuple(v[0] for v in _lse_huber(t[None], *args)), x0,
-                        jac=True, method="L-BFGS-B").fun for x0 in start_grid())
+                        jac=True, method="L-BFGS-B").fun for x0 in paper_start_grid())
     assert fit.objective <= best * (1 + 1e-9)
 
 
@@ -121,7 +129,7 @@ def test_epoch_batched_search_matches_scipy_from_every_start(epoch):
 def test_batched_search_matches_scipy_per_start():
     N, D, _, loss = isoflop_design(np.logspace(18, 21, 5), 7, 0.01, seed=3)
     args = (np.log(N), np.log(D), np.log(loss), 1e-3)
-    starts = start_grid(a=(0, 10, 25), b=(5, 20), e=(-1, 1), alpha=(0.5, 2), beta=(1,))
+    starts = paper_start_grid()[::150]  # raw units, as the optimiser sees them
     per_start = min(minimize(lambda t: tuple(v[0] for v in _lse_huber(t[None], *args)), x0,
                              jac=True, method="L-BFGS-B").fun for x0 in starts)
     _, batched = _minimise_lse(*args, starts)
@@ -173,19 +181,21 @@ def test_predict_and_allocate_use_the_fit():
 
 def test_identifiability_warnings():
     N = np.logspace(8, 10, 12)
+    loss = chinchilla_loss(N, 20 * N, **TRUE)
     with pytest.warns(IdentifiabilityWarning, match="same D/N ratio \\(20\\)"):
-        fit_approach3(N, 20 * N, chinchilla_loss(N, 20 * N, **TRUE), starts=AT_TRUTH, **CONV)
+        fit_approach3(N, 20 * N, loss, starts=at_truth(N, 20 * N, loss), **CONV)
     N2 = np.repeat([1e8, 1e9], 6)
     D2 = np.tile(np.logspace(9, 11, 6), 2)
+    loss2 = chinchilla_loss(N2, D2, **TRUE)
     with pytest.warns(IdentifiabilityWarning, match="2 distinct N value"):
-        fit_approach3(N2, D2, chinchilla_loss(N2, D2, **TRUE), starts=AT_TRUTH, **CONV)
+        fit_approach3(N2, D2, loss2, starts=at_truth(N2, D2, loss2), **CONV)
     with pytest.warns(IdentifiabilityWarning, match="4 points for 5 parameters"):
-        fit_approach3(N[:4], 20 * N[:4] * np.arange(1, 5), np.full(4, 3.0),
-                      starts=AT_TRUTH, **CONV)
+        fit_approach3(N[:4], 20 * N[:4] * np.arange(1, 5), np.linspace(3.0, 2.5, 4),
+                      starts=SMALL_GRID, **CONV)
     N, D, _, loss = isoflop_design(np.logspace(18, 21, 4), 5, 0.01)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        fit_approach3(N, D, loss, starts=AT_TRUTH, **CONV)
+        fit_approach3(N, D, loss, starts=at_truth(N, D, loss), **CONV)
 
 
 def test_approach3_bad_inputs():
@@ -202,12 +212,17 @@ def test_approach3_bad_inputs():
         fit_approach3(N, D, loss, delta=0.0, **CONV)
 
 
-def test_start_grid_is_the_papers():
-    grid = start_grid()
+def test_start_grids():
+    paper = paper_start_grid()
+    assert paper.shape == (4500, 5)
+    assert sorted(set(paper[:, 2])) == [-1, -0.5, 0, 0.5, 1]
+    assert sorted(set(paper[:, 0])) == [0, 5, 10, 15, 20, 25]
+    assert sorted(set(paper[:, 3])) == [0, 0.5, 1, 1.5, 2]
+    grid = start_grid()  # the paper's shape in normalised units
     assert grid.shape == (4500, 5)
-    assert sorted(set(grid[:, 2])) == [-1, -0.5, 0, 0.5, 1]
-    assert sorted(set(grid[:, 0])) == [0, 5, 10, 15, 20, 25]
-    assert sorted(set(grid[:, 3])) == [0, 0.5, 1, 1.5, 2]
+    assert sorted(set(grid[:, 0])) == [-5, -4, -3, -2, -1, 0]
+    assert sorted(set(grid[:, 2])) == [-2, -1.5, -1, -0.5, 0]
+    assert sorted(set(grid[:, 4])) == [0, 0.5, 1, 1.5, 2]
 
 
 # ---------------------------------------------------------------- approach 2
@@ -248,9 +263,43 @@ def test_approach2_warnings():
         fit = fit_approach2(N, concave, C, **CONV)
     assert fit.excluded_budgets == (pytest.approx(budgets[1]),)
     assert fit.budgets.size == 3 and fit.n_points == 15
-    N, _, C, loss = isoflop_design(budgets, 5, 0.0, shift=1.0)  # sampled N all above N_opt
-    with pytest.warns(IdentifiabilityWarning, match="lies outside the sampled N"):
-        fit_approach2(N, loss, C, **CONV)
+    # the two largest budgets sample N only above their optimum: left out by default
+    N, _, C, loss = isoflop_design(budgets, 5, 0.0)
+    shifted = np.isin(C, budgets[2:])
+    N[shifted] *= 10 ** 0.9
+    loss = chinchilla_loss(N, C / (6 * N), **TRUE)
+    with pytest.warns(IdentifiabilityWarning) as caught:
+        fit = fit_approach2(N, loss, C, **CONV)
+    messages = [str(w.message) for w in caught]
+    assert messages[0].startswith("budget 1e+20: the parabola's minimum N=")
+    assert messages[0].endswith(", an extrapolation, and is left out (keep it with "
+                                "--keep-unbracketed / keep_unbracketed=True)")
+    assert "lies outside the sampled N in [" in messages[0] and len(messages) == 2
+    assert fit.excluded_budgets == (1e20, 1e21) and fit.exclusion_reasons == tuple(messages)
+    assert fit.budgets.tolist() == [1e18, 1e19] and fit.n_points == 10
+    assert fit.a == pytest.approx(A_TRUE, abs=0.01)  # only the bracketed minima
+    with pytest.warns(IdentifiabilityWarning, match="; kept \\(--keep-unbracketed\\), an "
+                                                    "extrapolation"):
+        kept = fit_approach2(N, loss, C, keep_unbracketed=True, **CONV)
+    assert kept.excluded_budgets == () and kept.budgets.size == 4
+    assert abs(kept.a - A_TRUE) > 0.02  # the extrapolated minima pull the exponent away
+
+
+def test_approach2_groups_budgets_within_a_tolerance():
+    """6ND recomputed from rounded token counts differs in the last digits: one budget."""
+    budgets = np.logspace(18, 21, 4)
+    N, _, C, loss = isoflop_design(budgets, 5, 0.003)
+    jittered = C * (1 + np.random.default_rng(0).uniform(-1e-12, 1e-12, C.size))
+    exact = fit_approach2(N, loss, C, **CONV)
+    fit = fit_approach2(N, loss, jittered, **CONV)
+    assert fit.budgets == pytest.approx(budgets, rel=1e-11) and fit.a == pytest.approx(exact.a)
+    with pytest.raises(ValueError, match="budget 1e\\+18 has 1 distinct N values"):
+        fit_approach2(N, loss, jittered, rtol=0.0, **CONV)
+    spread = C * np.tile([0.996, 0.998, 1.0, 1.002, 1.004], 4)  # read off a figure
+    assert fit_approach2(N, loss, spread, **CONV).budgets.size == 4
+    with pytest.raises(ValueError, match="budget 1e\\+18 \\(5 values within 1%\\) has 1 "
+                                         "distinct N values"):
+        fit_approach2(np.full(N.size, 1e9), loss, spread, **CONV)
 
 
 def test_approach2_bad_inputs():

@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lm.scaling.cli import km_allocation, main, register
+from lm.scaling.cli import main, register
+from lm.scaling.km_report import km_allocation
 from lm.scaling.laws import allocation_exponents, chinchilla_loss, km_loss_nd
 from lm.scaling.table import (CURVES_COLUMNS, RESULTS_COLUMNS, Points, TableError,
                               drop_highest_loss, frontier, lowest_loss_per, sweep_runs)
@@ -172,11 +173,11 @@ def test_sweep_approach2_groups_by_budget_with_bootstrap(sweep, capsys):
     assert report["derived"]["at_flops"] == [pytest.approx(1e17)]  # the largest budget
     boot = report["bootstrap"]
     assert (boot["n_resamples"], boot["seed"], boot["level"], boot["unit"]) == (30, 3, 0.95,
-                                                                                "budget")
+                                                                                "budget+point")
     a = boot["intervals"]["a"]
     assert a["estimate"] == report["params"]["a"] and a["lower"] < a["estimate"] < a["upper"]
     assert set(boot["intervals"]) == {"a", "n_coef", "b", "d_coef", "N_opt", "D_opt",
-                                      "tokens_per_parameter"}
+                                      "tokens_per_parameter", "loss_opt"}
 
 
 def test_sweep_approach1_reads_curves(sweep, tmp_path, capsys):
@@ -334,7 +335,8 @@ def test_json_has_no_nan(tmp_path, capsys):
     """A fit without an allocation (alpha + beta <= 0) prints null, not NaN."""
     N = np.repeat(np.logspace(8, 10, 4), 4)
     D = np.tile(np.logspace(9, 11, 4), 4)
-    path = write_csv(tmp_path / "flat.csv", {"N": N, "D": D, "loss": np.full(N.size, 3.0)})
+    loss = 3.0 + 0.01 * np.log(N * D)  # worse with more parameters and more data
+    path = write_csv(tmp_path / "rising.csv", {"N": N, "D": D, "loss": loss})
     assert main(["fit", "--csv", str(path), "--n-col", "N", "--d-col", "D", "--loss-col",
                  "loss", "--method", "approach3"]) == 0
     text = capsys.readouterr().out
@@ -351,7 +353,7 @@ def test_bad_input_gives_one_line_errors(sweep, points, tmp_path, capsys):
     assert "lacks column(s) ['tokens']" in fails(
         capsys, "--csv", good, "--n-col", "N", "--d-col", "tokens", "--loss-col", "loss",
         "--method", "km")
-    assert "--method must be one of km, approach1, approach2, approach3; got 'approach4'" in \
+    assert "--method must be one of km, approach1, approach2, approach3, all; got 'approach4'" in \
         fails(capsys, *csv_args, "--method", "approach4")
     empty = tmp_path / "empty.csv"
     empty.write_text("N,D,loss\n")
@@ -385,8 +387,10 @@ def test_bad_input_gives_one_line_errors(sweep, points, tmp_path, capsys):
         capsys, *csv_args, "--method", "approach3", "--drop-highest-loss", "35")
     assert "--drop-highest-loss drops points; approach1 fits whole curves" in fails(
         capsys, "--sweep", sweep, "--method", "approach1", "--drop-highest-loss", "2")
-    assert "--at-flops must all be > 0" in fails(capsys, *csv_args, "--method", "km",
-                                                 "--at-flops", "-1")
+    assert "--at-flops must all be finite and > 0; got -1.0" in fails(
+        capsys, *csv_args, "--method", "km", "--at-flops", "-1")
+    assert "--at-flops must all be finite and > 0; got 1e+20 inf" in fails(
+        capsys, *csv_args, "--method", "approach3", "--at-flops", "1e20", "inf")
 
 
 def test_sweep_errors_name_the_file(tmp_path, capsys):

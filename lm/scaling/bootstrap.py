@@ -5,12 +5,19 @@ and reports percentile intervals at `level` for every parameter and for N_opt, D
 tokens per parameter (D_opt / N_opt) at the caller's compute budgets `at_flops`.
 
 - Approach 1 resamples whole training runs and refits on the full fit's FLOP grid.
-- Approach 2 resamples whole IsoFLOP budgets. A budget's parabola depends only on its own
-  points, so the per-budget minima of the full fit are reused and only the power laws are
-  refitted; a draw with fewer than 2 distinct budgets is redrawn.
+- Approach 2 resamples at two levels: whole IsoFLOP budgets, then the points within each
+  drawn budget, and refits each drawn budget's parabola (by the fit's own rules: a budget
+  without a minimum, or unbracketed unless kept, drops out of that draw). Resampling budgets
+  alone treats each budget's minimum as exact and under-covers with few budgets. A draw with
+  fewer than 2 distinct usable budgets is redrawn.
 - Approach 3 resamples points. Each refit starts from the full-data optimum plus
-  `REFIT_STARTS`, a coarse 32-point subset of the paper's grid, instead of all 4,500 starts:
-  resamples stay near the full-data optimum, and this keeps a refit to a fraction of a second.
+  `REFIT_STARTS`, a coarse 32-point subset of the default grid, instead of all 4,500 starts,
+  in the full data's normalised units: resamples stay near the full-data optimum, and this
+  keeps a refit to a fraction of a second.
+
+Every bootstrap also gives "loss_opt", the loss of the compute-optimal model at each entry of
+`at_flops` (`lm.scaling.prediction`): approach 3's minimum along the IsoFLOP line, and for
+approaches 1 and 2 the compute frontier refitted to each draw.
 """
 
 from __future__ import annotations
@@ -23,11 +30,16 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from lm.scaling.chinchilla import (Approach1Fit, Approach2Fit, Approach3Fit,
-                                   IdentifiabilityWarning, TrainingRun, allocate, fit_approach1,
-                                   fit_approach2, fit_approach3, fit_power_law, start_grid)
+                                   IdentifiabilityWarning, Scales, TrainingRun, allocate,
+                                   budget_minimum, fit_approach1, fit_approach2, fit_approach3,
+                                   fit_power_law, isoflop_profiles, start_grid)
+from lm.scaling.design import DEFAULT_RTOL
 from lm.scaling.laws import chinchilla_loss, positive_array
+from lm.scaling.prediction import (SIX_ND, FlopsRatio, approach3_loss_opt, fit_frontier,
+                                   frontier_of, predict_loss_opt)
 
-REFIT_STARTS = start_grid(a=(5, 20), b=(5, 20), e=(0, 1), alpha=(0.5, 1.5), beta=(0.5, 1.5))
+REFIT_STARTS = start_grid(a=(-4, -1), b=(-4, -1), e=(-1.5, -0.5), alpha=(0.5, 1.5),
+                          beta=(0.5, 1.5))
 
 
 @dataclass(frozen=True)
@@ -45,11 +57,11 @@ class BootstrapResult:
 
     Names: the fit's parameters ("a", "b", "n_coef", "d_coef" for approaches 1 and 2; "E",
     "A", "B", "alpha", "beta", "a", "b", "G" for approach 3) and, per entry of `at_flops`,
-    "N_opt", "D_opt" and "tokens_per_parameter".
+    "N_opt", "D_opt", "tokens_per_parameter" and "loss_opt".
     """
 
     fit: Approach1Fit | Approach2Fit | Approach3Fit  # the full-data fit
-    unit: str  # what was resampled: "run", "budget" or "point"
+    unit: str  # what was resampled: "run", "budget+point" or "point"
     n_resamples: int
     seed: int
     level: float
@@ -76,25 +88,30 @@ def _check(n_resamples: int, level: float, at_flops: ArrayLike) -> np.ndarray:
 
 
 def _summarise(fit, unit: str, n_resamples: int, seed: int, level: float, at_flops: np.ndarray,
-               samples: dict[str, np.ndarray], n_opt: np.ndarray,
-               d_opt: np.ndarray) -> BootstrapResult:
+               samples: dict[str, np.ndarray], n_opt: np.ndarray, d_opt: np.ndarray,
+               loss_opt: np.ndarray, loss_full: np.ndarray) -> BootstrapResult:
     """Add the per-budget samples and build every interval around the full-data estimates."""
-    samples = {**samples, "N_opt": n_opt, "D_opt": d_opt, "tokens_per_parameter": d_opt / n_opt}
+    samples = {**samples, "N_opt": n_opt, "D_opt": d_opt, "tokens_per_parameter": d_opt / n_opt,
+               "loss_opt": loss_opt}
     n_full, d_full = allocate(fit, at_flops)
     estimates = {name: getattr(fit, name) for name in samples if hasattr(fit, name)}
-    estimates.update(N_opt=n_full, D_opt=d_full, tokens_per_parameter=d_full / n_full)
+    estimates.update(N_opt=n_full, D_opt=d_full, tokens_per_parameter=d_full / n_full,
+                     loss_opt=loss_full)
     intervals = {name: percentile_interval(estimates[name], values, level)
                  for name, values in samples.items()}
     return BootstrapResult(fit, unit, n_resamples, seed, level, at_flops, samples, intervals)
 
 
-def _power_law_samples(fits: list[tuple[float, float, float, float]], at_flops: np.ndarray
-                       ) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
-    """Samples of (n_coef, a, d_coef, b) and the N_opt, D_opt they give at `at_flops`."""
-    n_coef, a, d_coef, b = (np.array(column) for column in zip(*fits))
+def _power_law_samples(fits: list[tuple[float, ...]], at_flops: np.ndarray
+                       ) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, np.ndarray]:
+    """Samples of (n_coef, a, d_coef, b) and the N_opt, D_opt and frontier loss they give at
+    `at_flops` from rows (n_coef, a, d_coef, b, frontier)."""
+    n_coef, a, d_coef, b, frontiers = (list(column) for column in zip(*fits))
+    n_coef, a, d_coef, b = (np.array(v) for v in (n_coef, a, d_coef, b))
     samples = {"a": a, "n_coef": n_coef, "b": b, "d_coef": d_coef}
+    loss = np.array([f.loss(at_flops) for f in frontiers])
     return (samples, n_coef[:, None] * at_flops ** a[:, None],
-            d_coef[:, None] * at_flops ** b[:, None])
+            d_coef[:, None] * at_flops ** b[:, None], loss)
 
 
 def bootstrap_approach1(runs: Sequence[TrainingRun], *, at_flops: ArrayLike, n_convention: str,
@@ -113,44 +130,85 @@ def bootstrap_approach1(runs: Sequence[TrainingRun], *, at_flops: ArrayLike, n_c
             draw = [runs[i] for i in rng.integers(0, len(runs), len(runs))]
             refit = fit_approach1(draw, n_convention=n_convention, c_convention=c_convention,
                                   flops_grid=fit.flops)
-            fits.append((refit.n_coef, refit.a, refit.d_coef, refit.b))
-    samples, n_opt, d_opt = _power_law_samples(fits, at_flops)
-    return _summarise(fit, "run", n_resamples, seed, level, at_flops, samples, n_opt, d_opt)
+            fits.append((refit.n_coef, refit.a, refit.d_coef, refit.b,
+                         frontier_of(refit, warn=False)))
+    samples, n_opt, d_opt, loss_opt = _power_law_samples(fits, at_flops)
+    loss_full = predict_loss_opt(fit, at_flops, frontier=frontier_of(fit, warn=False))
+    return _summarise(fit, "run", n_resamples, seed, level, at_flops, samples, n_opt, d_opt,
+                      loss_opt, loss_full)
+
+
+def _redraw_budget(N: np.ndarray, loss: np.ndarray, log_d: np.ndarray | None, budget: float,
+                   keep_unbracketed: bool, rng: np.random.Generator
+                   ) -> tuple[float, float, float, float] | None:
+    """One budget's points resampled: (budget, N_opt, D_opt, loss_opt), or None when the
+    fit's rules would leave the resampled budget out."""
+    draw = rng.integers(0, N.size, N.size)
+    if np.unique(N[draw]).size < 3:
+        return None
+    minimum = budget_minimum(N[draw], loss[draw])
+    if not minimum.curvature > 0 or not (minimum.bracketed or keep_unbracketed):
+        return None
+    if log_d is None:
+        return budget, minimum.n_opt, budget / (6.0 * minimum.n_opt), minimum.loss_opt
+    log_n = np.log(N[draw])
+    slope, intercept = np.polyfit(log_n, log_d[draw], 1)
+    return (budget, minimum.n_opt, float(np.exp(intercept + slope * np.log(minimum.n_opt))),
+            minimum.loss_opt)
 
 
 def bootstrap_approach2(N: ArrayLike, loss: ArrayLike, budget: ArrayLike, *, at_flops: ArrayLike,
                         n_convention: str, c_convention: str, tokens: ArrayLike | None = None,
-                        n_resamples: int = 200, seed: int = 0,
-                        level: float = 0.95) -> BootstrapResult:
-    """Approach 2 with whole IsoFLOP budgets resampled (see the module docstring)."""
+                        n_resamples: int = 200, seed: int = 0, level: float = 0.95,
+                        keep_unbracketed: bool = False,
+                        rtol: float = DEFAULT_RTOL) -> BootstrapResult:
+    """Approach 2 with budgets, then points within budgets, resampled (see the module doc)."""
     at_flops = _check(n_resamples, level, at_flops)
     fit = fit_approach2(N, loss, budget, n_convention=n_convention, c_convention=c_convention,
-                        tokens=tokens)
+                        tokens=tokens, keep_unbracketed=keep_unbracketed, rtol=rtol)
+    N, loss, budget = (np.asarray(v, dtype=float) for v in (N, loss, budget))
+    log_d = None if tokens is None else np.log(np.asarray(tokens, dtype=float))
+    used = [at for c, at in isoflop_profiles(budget, rtol) if c in set(fit.budgets)]
     rng = np.random.default_rng(seed)
-    k = fit.budgets.size
-    fits = []
+    fits, attempts = [], 0
     while len(fits) < n_resamples:
-        draw = rng.integers(0, k, k)
-        if np.unique(draw).size < 2:
+        attempts += 1
+        if attempts > 20 * n_resamples:
+            raise ValueError(f"approach 2 bootstrap: only {len(fits)} of {attempts} draws kept "
+                             "2 usable budgets; the design is too thin for intervals")
+        rows = []
+        for i in rng.integers(0, len(used), len(used)):
+            at = used[i]
+            row = _redraw_budget(N[at], loss[at], None if log_d is None else log_d[at],
+                                 float(fit.budgets[i]), keep_unbracketed, rng)
+            if row is not None:
+                rows.append(row)
+        if len({row[0] for row in rows}) < 2:
             continue
-        n_coef, a = fit_power_law(fit.budgets[draw], fit.n_opt[draw])
-        d_coef, b = fit_power_law(fit.budgets[draw], fit.d_opt[draw])
-        fits.append((n_coef, a, d_coef, b))
-    samples, n_opt, d_opt = _power_law_samples(fits, at_flops)
-    return _summarise(fit, "budget", n_resamples, seed, level, at_flops, samples, n_opt, d_opt)
+        budgets, n_opt, d_opt, loss_opt = (np.array(column) for column in zip(*rows))
+        n_coef, a = fit_power_law(budgets, n_opt)
+        d_coef, b = fit_power_law(budgets, d_opt)
+        fits.append((n_coef, a, d_coef, b, fit_frontier(budgets, loss_opt, warn=False)))
+    samples, n_opt, d_opt, loss_opt = _power_law_samples(fits, at_flops)
+    loss_full = predict_loss_opt(fit, at_flops, frontier=frontier_of(fit, warn=False))
+    return _summarise(fit, "budget+point", n_resamples, seed, level, at_flops, samples, n_opt,
+                      d_opt, loss_opt, loss_full)
 
 
 def bootstrap_approach3(N: ArrayLike, D: ArrayLike, loss: ArrayLike, *, at_flops: ArrayLike,
                         n_convention: str, c_convention: str, n_resamples: int = 200,
                         seed: int = 0, level: float = 0.95, delta: float = 1e-3,
-                        starts: ArrayLike | None = None) -> BootstrapResult:
-    """Approach 3 with points resampled; `starts` serves only the full-data fit (see module doc)."""
+                        starts: ArrayLike | None = None, C: ArrayLike | None = None,
+                        ratio: FlopsRatio = SIX_ND) -> BootstrapResult:
+    """Approach 3 with points resampled; `starts` serves only the full-data fit (see module doc).
+    `C` (default 6ND) feeds the design checks, `ratio` the loss at the compute optimum."""
     at_flops = _check(n_resamples, level, at_flops)
     fit = fit_approach3(N, D, loss, n_convention=n_convention, c_convention=c_convention,
-                        delta=delta, starts=starts)
+                        delta=delta, starts=starts, C=C)
     N, D, loss = (np.asarray(v, dtype=float) for v in (N, D, loss))
-    refit_starts = np.vstack([[np.log(fit.A), np.log(fit.B), np.log(fit.E), fit.alpha,
-                               fit.beta], REFIT_STARTS])
+    scales = Scales.of(N, D, loss)
+    full = [np.log(fit.A), np.log(fit.B), np.log(fit.E), fit.alpha, fit.beta]
+    refit_starts = np.vstack([scales.to_normalised([full]), REFIT_STARTS])
     rng = np.random.default_rng(seed)
     names = ("E", "A", "B", "alpha", "beta", "a", "b", "G")
     rows = []
@@ -158,14 +216,22 @@ def bootstrap_approach3(N: ArrayLike, D: ArrayLike, loss: ArrayLike, *, at_flops
         warnings.simplefilter("ignore", IdentifiabilityWarning)
         for _ in range(n_resamples):
             draw = rng.integers(0, N.size, N.size)
-            refit = fit_approach3(N[draw], D[draw], loss[draw], n_convention=n_convention,
-                                  c_convention=c_convention, delta=delta, starts=refit_starts)
+            try:
+                refit = fit_approach3(N[draw], D[draw], loss[draw], n_convention=n_convention,
+                                      c_convention=c_convention, delta=delta,
+                                      starts=refit_starts, scales=scales)
+            except ValueError:  # a draw of equal losses
+                continue
             rows.append([getattr(refit, name) for name in names])
     samples = dict(zip(names, np.array(rows).T))
     scale = at_flops / 6.0  # N_opt = G (C/6)^a, D_opt = (C/6)^b / G; nan where G is nan
     n_opt = samples["G"][:, None] * scale ** samples["a"][:, None]
     d_opt = scale ** samples["b"][:, None] / samples["G"][:, None]
-    return _summarise(fit, "point", n_resamples, seed, level, at_flops, samples, n_opt, d_opt)
+    loss_opt = np.array([[approach3_loss_opt(*(row[:5]), c, ratio) for c in at_flops]
+                         for row in rows])
+    loss_full = predict_loss_opt(fit, at_flops, ratio=ratio)
+    return _summarise(fit, "point", n_resamples, seed, level, at_flops, samples, n_opt, d_opt,
+                      loss_opt, loss_full)
 
 
 def prediction_interval(result: BootstrapResult, N: ArrayLike, D: ArrayLike) -> Interval:

@@ -3,9 +3,9 @@ Models".
 
 - Approach 1: lower envelope of training curves over FLOPs -> N_opt = k C^a, D_opt = k' C^b.
 - Approach 2: a parabola in log N per IsoFLOP budget -> its minimum -> the same power laws.
-- Approach 3: L(N, D) = E + A/N^alpha + B/D^beta fitted with a Huber loss on log L from the
-  paper's grid of starts, as replicated by Besiroglu et al. (2024), "Chinchilla Scaling: A
-  replication attempt" (Epoch AI).
+- Approach 3: L(N, D) = E + A/N^alpha + B/D^beta fitted with a Huber loss on log L
+  (`lm.scaling.approach3`, re-exported here), as replicated by Besiroglu et al. (2024),
+  "Chinchilla Scaling: A replication attempt" (Epoch AI).
 
 Loss is in nats per token. Every result records the caller's `n_convention` and `c_convention`.
 """
@@ -13,26 +13,28 @@ Loss is in nats per token. Every result records the caller's `n_convention` and 
 from __future__ import annotations
 
 import csv
-import itertools
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 from numpy.typing import ArrayLike
-from scipy.optimize import minimize
 
-from lm.scaling.laws import (allocation_coefficient, allocation_exponents, check_conventions,
-                             chinchilla_loss, compute_optimal, positive_array, same_length)
+from lm.scaling.approach3 import (Approach3Fit, Scales, fit_approach3, paper_start_grid,
+                                  start_grid)
+from lm.scaling.design import (DEFAULT_RTOL, IdentifiabilityWarning, check_loss_varies,
+                               group_close)
+from lm.scaling.laws import check_conventions, chinchilla_loss, compute_optimal, positive_array, same_length
 
 if TYPE_CHECKING:
     from lm.scaling.bootstrap import BootstrapResult, Interval
 
-
-class IdentifiabilityWarning(UserWarning):
-    """The data cannot pin down (part of) the fitted law; the message names the problem."""
+__all__ = ["Approach1Fit", "Approach2Fit", "Approach3Fit", "IdentifiabilityWarning", "Scales",
+           "TrainingRun", "allocate", "budget_minimum", "fit_approach1", "fit_approach2",
+           "fit_approach3", "fit_power_law", "load_epoch_chinchilla_csv", "paper_start_grid",
+           "predict", "start_grid"]
 
 
 @dataclass(frozen=True)
@@ -84,28 +86,8 @@ class Approach2Fit:
     n_opt: np.ndarray  # parabola minimum per budget
     d_opt: np.ndarray
     loss_opt: np.ndarray  # parabola value at its minimum
-    excluded_budgets: tuple[float, ...]  # budgets whose parabola opens downward
-
-
-@dataclass(frozen=True)
-class Approach3Fit:
-    """Approach 3: L(N, D) = E + A/N^alpha + B/D^beta; a, b, G give the C = 6ND allocation."""
-
-    method: str  # "approach3"
-    n_convention: str
-    c_convention: str
-    n_points: int
-    E: float
-    A: float
-    B: float
-    alpha: float
-    beta: float
-    a: float  # N_opt ~ C^a; nan when alpha + beta <= 0
-    b: float  # D_opt ~ C^b
-    G: float  # N_opt = G (C/6)^a; nan when alpha*A or beta*B <= 0
-    objective: float  # sum of Huber losses at the optimum
-    delta: float
-    n_starts: int
+    excluded_budgets: tuple[float, ...]  # left out: no minimum, or (by default) unbracketed
+    exclusion_reasons: tuple[str, ...] = ()  # why, one per excluded budget
 
 
 # ---------------------------------------------------------------- data
@@ -211,15 +193,58 @@ def fit_approach1(runs: Sequence[TrainingRun], *, n_convention: str, c_conventio
 
 # ---------------------------------------------------------------- approach 2
 
+@dataclass(frozen=True)
+class BudgetMinimum:
+    """One IsoFLOP profile's parabola in log N: its minimum, and whether the sampled N
+    bracket it (the smallest sampled N <= N_opt <= the largest)."""
+
+    n_opt: float  # nan when the parabola opens downward
+    loss_opt: float  # the parabola's value there (nan when it opens downward)
+    curvature: float  # of loss in log N; <= 0: no minimum
+    bracketed: bool
+    best_loss: float  # the lowest observed loss of the profile
+
+
+def budget_minimum(N: np.ndarray, loss: np.ndarray) -> BudgetMinimum:
+    """The parabola of `loss` in log `N` through one IsoFLOP profile (>= 3 distinct N)."""
+    log_n = np.log(N)
+    center = log_n.mean()
+    p2, p1, p0 = np.polyfit(log_n - center, loss, 2)
+    if not p2 > 0:
+        return BudgetMinimum(float("nan"), float("nan"), float(p2), False, float(loss.min()))
+    x = -p1 / (2 * p2)
+    bracketed = bool(log_n.min() <= x + center <= log_n.max())
+    return BudgetMinimum(float(np.exp(x + center)), float(p0 - p1 ** 2 / (4 * p2)), float(p2),
+                         bracketed, float(loss.min()))
+
+
+def isoflop_profiles(budget: np.ndarray, rtol: float = DEFAULT_RTOL
+                     ) -> list[tuple[float, np.ndarray]]:
+    """(budget, mask of its points) per IsoFLOP profile, by ascending budget: values within
+    `rtol` of each other are one budget, represented by their geometric mean."""
+    groups = group_close(budget, rtol)
+    profiles = []
+    for g in np.unique(groups):
+        values = budget[groups == g]
+        c = values[0] if np.all(values == values[0]) else np.exp(np.log(values).mean())
+        profiles.append((float(c), groups == g))
+    return profiles
+
+
 def fit_approach2(N: ArrayLike, loss: ArrayLike, budget: ArrayLike, *, n_convention: str,
-                  c_convention: str, tokens: ArrayLike | None = None) -> Approach2Fit:
+                  c_convention: str, tokens: ArrayLike | None = None,
+                  keep_unbracketed: bool = False, rtol: float = DEFAULT_RTOL) -> Approach2Fit:
     """Approach 2: per IsoFLOP budget a parabola of loss in log N; its minimum is N_opt(C).
 
-    `budget[i]` is the FLOP budget of point i (points sharing a value form one IsoFLOP
-    profile). Under c_convention="6ND", D_opt = C / (6 N_opt); under "exact", `tokens` is
-    required and D_opt comes from a linear fit of log D on log N within the budget. A parabola
-    that opens downward is left out of the power laws (IdentifiabilityWarning); one whose
-    minimum lies outside the sampled N also warns but is kept.
+    `budget[i]` is the FLOP budget of point i; values within `rtol` (relative) of each other
+    are one budget (`design.group_close`), represented by their geometric mean. Under
+    c_convention="6ND", D_opt = C / (6 N_opt); under "exact", `tokens` is required and D_opt
+    comes from a linear fit of log D on log N within the budget.
+
+    A budget is left out of the power laws, with an IdentifiabilityWarning naming it, when its
+    parabola opens downward (no minimum) or, unless `keep_unbracketed`, when its minimum lies
+    outside the sampled N: such a minimum is an extrapolation, and one of them can move the
+    exponent far from what the data support. Kept unbracketed budgets also warn.
     """
     check_conventions(n_convention, c_convention)
     N, loss, budget = (positive_array(name, value) for name, value in
@@ -234,226 +259,51 @@ def fit_approach2(N: ArrayLike, loss: ArrayLike, budget: ArrayLike, *, n_convent
                              "the caller's token counts)")
         tokens = positive_array("tokens", tokens)
         same_length(N=N, tokens=tokens)
-    rows, excluded = [], []
-    for c in np.unique(budget):
-        at = budget == c
+    check_loss_varies(loss, "approach 2")
+    profiles = isoflop_profiles(budget, rtol)
+    rows, excluded, reasons, kept_used = [], [], [], []
+    for c, at in profiles:
+        same = f" ({at.sum()} values within {rtol:.0%})" if np.unique(budget[at]).size > 1 else ""
         log_n = np.log(N[at])
         if np.unique(log_n).size < 3:
-            raise ValueError(f"budget {c:.4g} has {np.unique(log_n).size} distinct N values; a "
-                             "parabola in log N needs at least 3")
-        center = log_n.mean()
-        p2, p1, p0 = np.polyfit(log_n - center, loss[at], 2)
-        if p2 <= 0:
-            warnings.warn(f"budget {c:.4g}: the parabola in log N opens downward (curvature "
-                          f"{p2:.3g}); it has no minimum and is left out", IdentifiabilityWarning,
-                          stacklevel=2)
-            excluded.append(float(c))
-            continue
-        x = -p1 / (2 * p2)
-        if not log_n.min() <= x + center <= log_n.max():
-            warnings.warn(f"budget {c:.4g}: the parabola's minimum N={np.exp(x + center):.3g} "
-                          f"lies outside the sampled N in [{N[at].min():.3g}, {N[at].max():.3g}]",
-                          IdentifiabilityWarning, stacklevel=2)
-        if c_convention == "6ND":
-            log_d = np.log(c / 6.0) - (x + center)
+            raise ValueError(f"budget {c:.4g}{same} has {np.unique(log_n).size} distinct N "
+                             "values; a parabola in log N needs at least 3")
+        fit = budget_minimum(N[at], loss[at])
+        if not fit.curvature > 0:
+            reason = (f"budget {c:.4g}: the parabola in log N opens downward (curvature "
+                      f"{fit.curvature:.3g}); it has no minimum and is left out")
+        elif not fit.bracketed:
+            where = (f"budget {c:.4g}: the parabola's minimum N={fit.n_opt:.3g} lies outside "
+                     f"the sampled N in [{N[at].min():.3g}, {N[at].max():.3g}]")
+            reason = (f"{where}; kept (--keep-unbracketed), an extrapolation" if keep_unbracketed
+                      else f"{where}, an extrapolation, and is left out (keep it with "
+                           "--keep-unbracketed / keep_unbracketed=True)")
         else:
+            reason = ""
+        if reason:
+            warnings.warn(reason, IdentifiabilityWarning, stacklevel=2)
+        if reason and not (keep_unbracketed and fit.curvature > 0):
+            excluded.append(c)
+            reasons.append(reason)
+            continue
+        if c_convention == "6ND":
+            d_opt = c / (6.0 * fit.n_opt)
+        else:
+            center = log_n.mean()
             slope, intercept = np.polyfit(log_n - center, np.log(tokens[at]), 1)
-            log_d = intercept + slope * x
-        rows.append((c, np.exp(x + center), np.exp(log_d), p0 - p1 ** 2 / (4 * p2)))
+            d_opt = float(np.exp(intercept + slope * (np.log(fit.n_opt) - center)))
+        kept_used.append(at)
+        rows.append((c, fit.n_opt, d_opt, fit.loss_opt))
     if len(rows) < 2:
-        raise ValueError(f"budget: {len(rows)} usable IsoFLOP budget(s); the power laws need at "
-                         "least 2")
+        raise ValueError(f"budget: {len(rows)} usable IsoFLOP budget(s) of "
+                         f"{len(profiles)}; the power laws need at least 2"
+                         + (f" (left out: {'; '.join(reasons)})" if reasons else ""))
     budgets, n_opt, d_opt, loss_opt = (np.array(column) for column in zip(*rows))
     n_coef, a = fit_power_law(budgets, n_opt)
     d_coef, b = fit_power_law(budgets, d_opt)
     return Approach2Fit("approach2", n_convention, c_convention,
-                        int(np.isin(budget, budgets).sum()), a, n_coef, b, d_coef, budgets,
-                        n_opt, d_opt, loss_opt, tuple(excluded))
-
-
-# ---------------------------------------------------------------- approach 3
-
-def start_grid(*, a: Sequence[float] = (0, 5, 10, 15, 20, 25),
-               b: Sequence[float] = (0, 5, 10, 15, 20, 25),
-               e: Sequence[float] = (-1, -0.5, 0, 0.5, 1),
-               alpha: Sequence[float] = (0, 0.5, 1, 1.5, 2),
-               beta: Sequence[float] = (0, 0.5, 1, 1.5, 2)) -> np.ndarray:
-    """Starting points for approach 3, rows (a, b, e, alpha, beta) with A = e^a, B = e^b, E = e^e.
-
-    The defaults are Hoffmann et al. (2022, appendix D.2): 6 * 6 * 5 * 5 * 5 = 4,500 starts.
-    """
-    return np.array(list(itertools.product(a, b, e, alpha, beta)), dtype=float)
-
-
-_CHUNK = 256  # rows per block, keeping the (starts x points) temporaries in cache
-
-
-def _lse_huber(theta: np.ndarray, log_n: np.ndarray, log_d: np.ndarray, log_loss: np.ndarray,
-               delta: float) -> tuple[np.ndarray, np.ndarray]:
-    """Objective and gradient for each row of theta = (a, b, e, alpha, beta).
-
-    log L_hat = LSE(a - alpha log N, b - beta log D, e);
-    objective = sum over points of Huber_delta(log L - log L_hat).
-    """
-    f = np.empty(theta.shape[0])
-    grad = np.empty_like(theta)
-    for lo in range(0, theta.shape[0], _CHUNK):
-        a, b, e, alpha, beta = theta[lo:lo + _CHUNK, :, None].transpose(1, 0, 2)
-        t1, t2 = a - alpha * log_n, b - beta * log_d
-        m = np.maximum(np.maximum(t1, t2), e)
-        w1, w2, w3 = np.exp(t1 - m), np.exp(t2 - m), np.exp(e - m)
-        total = w1 + w2 + w3
-        r = log_loss - m - np.log(total)
-        clipped = np.clip(r, -delta, delta)  # Huber'(r)
-        f[lo:lo + _CHUNK] = np.sum(clipped * (r - 0.5 * clipped), axis=1)
-        g = -clipped / total  # d objective / d log L_hat, times 1/total for the softmax weights
-        g1, g2 = g * w1, g * w2
-        grad[lo:lo + _CHUNK] = np.stack([g1.sum(1), g2.sum(1), (g * w3).sum(1),
-                                         -np.einsum("kn,n->k", g1, log_n),  # no BLAS threads
-                                         -np.einsum("kn,n->k", g2, log_d)], axis=1)
-    return f, grad
-
-
-def _batched_bfgs(fun: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]], x0: np.ndarray, *,
-                  max_iter: int = 200, gtol: float = 1e-10, ftol: float = 1e-8,
-                  max_step: float = 10.0) -> tuple[np.ndarray, np.ndarray]:
-    """Minimise `fun` from every row of x0 at once: BFGS with Armijo backtracking per row.
-
-    `fun` maps (k, p) points to (k,) values and (k, p) gradients. A row stops when its
-    gradient is below gtol, its decrease below ftol * |f|, or its line search fails.
-    Returns the final points and values.
-    """
-    x = np.array(x0, dtype=float)
-    k, p = x.shape
-    eye = np.eye(p)
-    f, g = fun(x)
-    h = np.tile(eye, (k, 1, 1))
-    scaled = np.zeros(k, dtype=bool)  # initial inverse Hessian rescaled after the first step
-    active = np.flatnonzero(np.isfinite(f) & np.all(np.isfinite(g), axis=1))
-    for _ in range(max_iter):
-        if active.size == 0:
-            break
-        xa, fa, ga, ha = x[active], f[active], g[active], h[active]
-        d = -np.einsum("kij,kj->ki", ha, ga)
-        slope = np.einsum("ki,ki->k", ga, d)
-        uphill = ~(slope < 0)
-        if uphill.any():  # the inverse Hessian lost positive definiteness: steepest descent
-            ha[uphill], d[uphill] = eye, -ga[uphill]
-            slope[uphill] = -np.einsum("ki,ki->k", ga[uphill], ga[uphill])
-        trial = np.minimum(1.0, max_step / np.abs(d).max(axis=1))[:, None]  # steps of `todo` rows
-        accepted = np.zeros(active.size)
-        f_new, g_new = fa.copy(), ga.copy()
-        todo = np.arange(active.size)
-        for _ in range(9):  # Armijo backtracking: the full step, then 4 halvings per call
-            ft, gt = fun((xa[todo, None] + trial[..., None] * d[todo, None]).reshape(-1, p))
-            ft, gt = ft.reshape(trial.shape), gt.reshape(trial.shape + (p,))
-            ok = ft <= fa[todo, None] + 1e-4 * trial * slope[todo, None]
-            hit = ok.any(axis=1)
-            pick = ok.argmax(axis=1)[hit]  # the largest acceptable step
-            rows = todo[hit]
-            f_new[rows], g_new[rows] = ft[hit, pick], gt[hit, pick]
-            accepted[rows] = trial[hit, pick]
-            todo, trial = todo[~hit], trial[~hit, -1:] * 0.5 ** np.arange(1, 5)
-            if todo.size == 0:
-                break
-        moved = accepted > 0
-        s = accepted[:, None] * d
-        y = g_new - ga
-        sy, yy = np.einsum("ki,ki->k", s, y), np.einsum("ki,ki->k", y, y)
-        update = moved & (sy > 1e-10 * np.sqrt(np.einsum("ki,ki->k", s, s) * yy))
-        first = update & ~scaled[active]
-        ha[first] = (sy[first] / yy[first])[:, None, None] * eye
-        rho = np.where(update, 1.0 / np.where(update, sy, 1.0), 0.0)[:, None, None]
-        v = eye - rho * np.einsum("ki,kj->kij", s, y)
-        ha = np.where(update[:, None, None],
-                      np.einsum("kij,kjl,kml->kim", v, ha, v) + rho * np.einsum("ki,kj->kij", s, s),
-                      ha)
-        scaled[active[update]] = True
-        x[active], f[active], g[active], h[active] = xa + s, f_new, g_new, ha
-        done = (~moved | (np.abs(g_new).max(axis=1) <= gtol)
-                | (fa - f_new <= ftol * np.abs(f_new)))
-        active = active[~done]
-    return x, f
-
-
-def _minimise_lse(log_n: np.ndarray, log_d: np.ndarray, log_loss: np.ndarray, delta: float,
-                  starts: np.ndarray) -> tuple[np.ndarray, float]:
-    """Best (theta, objective): batched BFGS from every start, then scipy L-BFGS-B from the best."""
-    def fun(theta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        return _lse_huber(theta, log_n, log_d, log_loss, delta)
-
-    x, f = _batched_bfgs(fun, starts)
-    result = minimize(lambda t: tuple(v[0] for v in fun(t[None])), x[np.nanargmin(f)], jac=True,
-                      method="L-BFGS-B", options={"maxiter": 10_000, "ftol": 1e-12, "gtol": 1e-10})
-    return result.x, float(result.fun)
-
-
-def _warn_design(N: np.ndarray, D: np.ndarray) -> None:
-    """IdentifiabilityWarning when the (N, D) design cannot identify E + A/N^alpha + B/D^beta."""
-    problems = []
-    if N.size < 5:
-        problems.append(f"{N.size} points for 5 parameters")
-    for name, values, term in (("N", N, "A/N^alpha"), ("D", D, "B/D^beta")):
-        distinct = np.unique(values).size
-        if distinct < 3:
-            problems.append(f"{distinct} distinct {name} value(s); separating {term} from E "
-                            "needs at least 3")
-    log_n, log_d = np.log(N), np.log(D)
-    if np.ptp(log_n) > 0 and np.ptp(log_d) > 0:
-        ratio = log_d - log_n
-        if np.ptp(ratio) <= 1e-3:
-            problems.append(f"every point has the same D/N ratio ({np.exp(ratio.mean()):.4g}), "
-                            "so the N and D terms can trade places and alpha, beta, a, b are not "
-                            "identified")
-        else:
-            corr = np.corrcoef(log_n, log_d)[0, 1]
-            if corr > 1 - 1e-9:
-                slope = np.polyfit(log_n, log_d, 1)[0]
-                problems.append(f"log D is an increasing linear function of log N (slope "
-                                f"{slope:.3g}), so the N and D terms can trade places")
-    if problems:
-        warnings.warn("approach 3 design: " + "; ".join(problems), IdentifiabilityWarning,
-                      stacklevel=3)
-
-
-def fit_approach3(N: ArrayLike, D: ArrayLike, loss: ArrayLike, *, n_convention: str,
-                  c_convention: str, delta: float = 1e-3,
-                  starts: ArrayLike | None = None) -> Approach3Fit:
-    """Approach 3: fit L = E + A/N^alpha + B/D^beta by minimising the SUM of Huber losses.
-
-    Works in the log-sum-exp form log L_hat = LSE(a - alpha log N, b - beta log D, e) with
-    A = e^a, B = e^b, E = e^e, residuals log L - log L_hat, Huber threshold `delta`. From every
-    row of `starts` (columns a, b, e, alpha, beta; default `start_grid()`, the paper's 4,500)
-    a vectorised BFGS runs all starts together, and scipy's L-BFGS-B polishes the best end
-    point (the same optimum as L-BFGS-B from every start, in seconds rather than minutes).
-    a, b and G describe the allocation under C = 6ND (`laws.compute_optimal`), whatever
-    c_convention the data used. Warns with IdentifiabilityWarning when the design cannot
-    identify the law: fewer than 5 points, fewer than 3 distinct N or D, or log N and log D
-    moving together (every point at one D/N ratio).
-    """
-    check_conventions(n_convention, c_convention)
-    N, D, loss = positive_array("N", N), positive_array("D", D), positive_array("loss", loss)
-    n = same_length(N=N, D=D, loss=loss)
-    if not delta > 0:
-        raise ValueError(f"delta must be > 0; got {delta}")
-    starts = start_grid() if starts is None else np.asarray(starts, dtype=float)
-    if starts.ndim != 2 or starts.shape[1] != 5 or starts.shape[0] == 0 \
-            or not np.all(np.isfinite(starts)):
-        raise ValueError("starts must be a finite (k, 5) array of (a, b, e, alpha, beta) rows "
-                         f"with k >= 1; got shape {starts.shape}")
-    _warn_design(N, D)
-    theta, objective = _minimise_lse(np.log(N), np.log(D), np.log(loss), delta, starts)
-    a_log, b_log, e_log, alpha, beta = (float(v) for v in theta)
-    A, B, E = np.exp(a_log), np.exp(b_log), np.exp(e_log)
-    try:
-        a, b = allocation_exponents(alpha, beta)
-        G = allocation_coefficient(A=A, B=B, alpha=alpha, beta=beta)
-    except ValueError as error:
-        warnings.warn(f"approach 3: no compute-optimal allocation ({error})",
-                      IdentifiabilityWarning, stacklevel=2)
-        a = b = G = float("nan")
-    return Approach3Fit("approach3", n_convention, c_convention, n, float(E), float(A),
-                        float(B), alpha, beta, a, b, G, objective, float(delta), starts.shape[0])
+                        int(np.any(kept_used, axis=0).sum()), a, n_coef, b, d_coef, budgets,
+                        n_opt, d_opt, loss_opt, tuple(excluded), tuple(reasons))
 
 
 # ---------------------------------------------------------------- using fits

@@ -21,6 +21,8 @@ from numpy.typing import ArrayLike
 from lm.scaling.bootstrap import BootstrapResult
 from lm.scaling.chinchilla import (Approach1Fit, Approach2Fit, Approach3Fit, TrainingRun,
                                    allocate, predict)
+from lm.scaling.chinchilla import isoflop_profiles as profiles_of
+from lm.scaling.design import DEFAULT_RTOL
 from lm.scaling.fit_km import KMFit
 from lm.scaling.laws import compute_optimal, km_loss_c, km_loss_d, km_loss_n, positive_array
 
@@ -73,26 +75,26 @@ def _log_norm(values: np.ndarray) -> LogNorm:
 # ---------------------------------------------------------------- approach 2
 
 def isoflop_profiles(N: ArrayLike, loss: ArrayLike, budget: ArrayLike, fit: Approach2Fit, *,
-                     path: str | Path | None = None) -> Figure:
+                     rtol: float = DEFAULT_RTOL, path: str | Path | None = None) -> Figure:
     """Loss against N per IsoFLOP budget, with each budget's parabola in log N and its minimum.
 
-    Budgets the fit left out (parabola opening downward) are drawn hollow, without a curve.
+    Budget values within `rtol` are one budget, as in the fit. Budgets the fit left out (no
+    minimum, or one the sampled sizes do not bracket) are drawn hollow, without a curve.
     """
     N, loss, budget = (np.asarray(v, dtype=float) for v in (N, loss, budget))
     fig, (ax,) = _figure()
     norm = _log_norm(np.concatenate([fit.budgets, fit.excluded_budgets]))
-    for c in fit.budgets:
-        at = budget == c
+    for c, at in profiles_of(budget, rtol):
+        if c in fit.excluded_budgets:
+            ax.plot(N[at], loss[at], "o", mfc="none", color=_CMAP(norm(c)),
+                    label=f"{c:.3g} (left out)")
+            continue
         log_n = np.log(N[at])
         center = log_n.mean()
         parabola = np.poly1d(np.polyfit(log_n - center, loss[at], 2))
         grid = np.linspace(log_n.min() - 0.2, log_n.max() + 0.2, 100)
         ax.plot(N[at], loss[at], "o", color=_CMAP(norm(c)), markersize=4, label=f"{c:.3g}")
         ax.plot(np.exp(grid), parabola(grid - center), "-", color=_CMAP(norm(c)), linewidth=1)
-    for c in fit.excluded_budgets:
-        at = budget == c
-        ax.plot(N[at], loss[at], "o", mfc="none", color=_CMAP(norm(c)),
-                label=f"{c:.3g} (left out)")
     ax.plot(fit.n_opt, fit.loss_opt, "*", color="crimson", markersize=11, label="minima")
     ax.set_xscale("log")
     ax.set_xlabel(N_LABEL[fit.n_convention])

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from lm.scaling.chinchilla import TrainingRun
+from lm.scaling.design import DEFAULT_RTOL, group_close
 from lm.scaling.laws import check_conventions
 
 RESULTS_COLUMNS = ("run", "status", "kind", "budget", "d_model", "num_layers", "num_heads",
@@ -42,14 +43,16 @@ class Points:
     budget: np.ndarray
     columns: dict[str, str | None]  # role ("N", "D", "C", "loss", "budget") -> column read
     notes: tuple[str, ...] = ()
+    labels: tuple[str, ...] = ()  # where each point came from: "FILE line 7", "run NAME"
 
     def __len__(self) -> int:
         return int(self.N.size)
 
     def subset(self, keep: np.ndarray) -> Points:
         """The points selected by the boolean mask or index array `keep`."""
+        labels = tuple(np.array(self.labels, dtype=object)[keep]) if self.labels else ()
         return replace(self, N=self.N[keep], D=self.D[keep], C=self.C[keep],
-                       loss=self.loss[keep], budget=self.budget[keep])
+                       loss=self.loss[keep], budget=self.budget[keep], labels=labels)
 
 
 # ---------------------------------------------------------------- reading CSV files
@@ -60,13 +63,21 @@ def read_rows(path: str | Path, required: tuple[str, ...]) -> list[dict[str, str
     path = Path(path)
     if not path.is_file():
         raise TableError(f"{path} does not exist or is not a file")
-    with open(path, newline="") as f:
+    with open(path, newline="", encoding="utf-8-sig") as f:  # a BOM is not part of the header
         reader = csv.DictReader(f)
-        header = reader.fieldnames or []
-        missing = [c for c in required if c not in header]
-        if missing:
-            raise TableError(f"{path} lacks column(s) {missing}; its columns are {header}")
-        rows = list(reader)
+        try:
+            header = reader.fieldnames or []
+            missing = [c for c in required if c not in header]
+            if missing:
+                raise TableError(f"{path} lacks column(s) {missing}; its columns are {header}")
+            rows = list(reader)
+        except UnicodeDecodeError as err:
+            raise TableError(f"{path} is not a UTF-8 text file (byte "
+                             f"{err.object[err.start]:#04x} cannot be decoded); give a CSV "
+                             "text file") from None
+        except csv.Error as err:
+            raise TableError(f"{path} line {reader.line_num}: not a CSV text line ({err})") \
+                from None
     if not rows:
         raise TableError(f"{path} has a header but no data rows")
     return rows
@@ -113,7 +124,9 @@ def csv_points(path: str | Path, *, n_col: str, loss_col: str, d_col: str | None
         notes.append(f"C computed as 6 N D from columns {n_col!r} and {d_col!r} (no FLOP "
                      "column given)")
     budget = values.get("budget", np.full(N.size, np.nan))
-    return Points(N, values["D"], values["C"], values["loss"], budget, named, tuple(notes))
+    labels = tuple(f"{path} line {i + 2}" for i in range(N.size))
+    return Points(N, values["D"], values["C"], values["loss"], budget, named, tuple(notes),
+                  labels)
 
 
 # ---------------------------------------------------------------- sweep workdirs
@@ -129,7 +142,10 @@ def sweep_columns(n_convention: str, c_convention: str, loss: str) -> dict[str, 
     return {"N": n_column, "D": "tokens", "C": c_column, "loss": loss_column}
 
 
-def _done_rows(workdir: Path) -> list[dict[str, str]]:
+def _done_rows(workdir: Path, all_members: bool = False) -> tuple[list[dict[str, str]],
+                                                                    tuple[str, ...]]:
+    """The done runs of results.csv and a note on which were kept. In a tuned sweep (a
+    `best` column) only each point's best member, unless `all_members`."""
     path = workdir / "results.csv"
     rows = read_rows(path, RESULTS_COLUMNS)
     done = [row for row in rows if row["status"].strip() == "done"]
@@ -137,24 +153,32 @@ def _done_rows(workdir: Path) -> list[dict[str, str]]:
         statuses = sorted({row["status"] for row in rows})
         raise TableError(f"{path} has no runs with status 'done' (statuses: {statuses}); "
                          "wait for the sweep to finish some runs")
-    return done
+    if "best" not in rows[0] or all_members:
+        return done, ()
+    best = [row for row in done if (row["best"] or "").strip() == "1"]
+    points = len({row.get("point") or row["run"] for row in done})
+    return best, (f"tuned sweep: {len(best)} of {len(done)} done runs fitted, the best member "
+                  f"of each of {points} points by held-out loss (--all-members fits every "
+                  "member)",)
 
 
 def sweep_points(workdir: str | Path, *, n_convention: str, c_convention: str,
-                 loss: str = "heldout") -> Points:
-    """The final point of every done run in `workdir`/results.csv."""
+                 loss: str = "heldout", all_members: bool = False) -> Points:
+    """The final point of every done run in `workdir`/results.csv (in a tuned sweep, of each
+    point's best member unless `all_members`)."""
     workdir = Path(workdir)
     columns = sweep_columns(n_convention, c_convention, loss)
-    rows = _done_rows(workdir)
+    rows, notes = _done_rows(workdir, all_members)
     path = workdir / "results.csv"
     values = {role: float_column(path, rows, column) for role, column in columns.items()}
     budget = float_column(path, rows, "budget", optional=True)
     return Points(values["N"], values["D"], values["C"], values["loss"], budget,
-                  {**columns, "budget": "budget"})
+                  {**columns, "budget": "budget"}, notes,
+                  tuple(f"run {row['run']}" for row in rows))
 
 
 def sweep_runs(workdir: str | Path, *, n_convention: str, c_convention: str,
-               loss: str = "heldout") -> list[TrainingRun]:
+               loss: str = "heldout", all_members: bool = False) -> list[TrainingRun]:
     """The training curve of every done run, in results.csv order, from `workdir`/curves.csv.
 
     The heldout loss uses the eval steps (rows where it is not empty); the train loss every
@@ -163,7 +187,7 @@ def sweep_runs(workdir: str | Path, *, n_convention: str, c_convention: str,
     """
     workdir = Path(workdir)
     n_column = sweep_columns(n_convention, c_convention, loss)["N"]
-    results = _done_rows(workdir)
+    results, _ = _done_rows(workdir, all_members)
     n_of = dict(zip((row["run"] for row in results),
                     float_column(workdir / "results.csv", results, n_column)))
     path = workdir / "curves.csv"
@@ -214,20 +238,16 @@ def lowest_loss_per(x: np.ndarray, loss: np.ndarray) -> np.ndarray:
     return order[first]
 
 
-def frontier(C: np.ndarray, loss: np.ndarray, *, rtol: float = 0.01) -> np.ndarray:
+def frontier(C: np.ndarray, loss: np.ndarray, *, rtol: float = DEFAULT_RTOL) -> np.ndarray:
     """Indices of the compute-efficient points, by ascending C: the lowest loss among C values
-    within `rtol` of each other (an IsoFLOP budget's runs), kept when it is lower than every
-    loss at less compute."""
-    order = np.argsort(C, kind="stable")
-    keep, best, start = [], np.inf, 0
-    while start < order.size:
-        stop = start + 1
-        while stop < order.size and C[order[stop]] <= C[order[start]] * (1 + rtol):
-            stop += 1
-        group = order[start:stop]
-        winner = group[np.argmin(loss[group])]
+    within `rtol` of each other (an IsoFLOP budget's runs, `design.group_close`), kept when it
+    is lower than every loss at less compute."""
+    groups = group_close(C, rtol)
+    keep, best = [], np.inf
+    for g in np.unique(groups):
+        members = np.flatnonzero(groups == g)
+        winner = members[np.argmin(loss[members])]
         if loss[winner] < best:
             keep.append(winner)
             best = loss[winner]
-        start = stop
     return np.array(keep, dtype=int)

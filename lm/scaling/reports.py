@@ -1,0 +1,198 @@
+"""The report of each Chinchilla approach for `lm fit`: parameters, the allocation and loss
+prediction at the requested budgets, bootstrap intervals, and plots.
+
+Each `approachN` function takes the data, the budgets to report (`at_flops`) and any `extra`
+budgets to predict (a backtest's held-out ones), and returns the report and the predictions
+at `extra` (loss_opt, with lower and upper under a bootstrap).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from lm.scaling import plots
+from lm.scaling.bootstrap import (BootstrapResult, bootstrap_approach1, bootstrap_approach2,
+                                  bootstrap_approach3)
+from lm.scaling.chinchilla import (Approach1Fit, Approach2Fit, Approach3Fit, TrainingRun,
+                                   allocate, fit_approach1, fit_approach2, fit_approach3, predict)
+from lm.scaling.prediction import (SIX_ND, FlopsRatio, fit_flops_ratio, frontier_of,
+                                   predict_loss_opt)
+from lm.scaling.table import Points
+
+LEVEL = 0.95  # bootstrap interval coverage
+
+
+@dataclass(frozen=True)
+class Options:
+    """What every method's report shares: conventions, bootstrap, budget grouping, plots."""
+
+    n_convention: str
+    c_convention: str
+    bootstrap: int = 0
+    seed: int = 0
+    keep_unbracketed: bool = False
+    rtol: float = 0.01
+    out: Path | None = None
+
+    @property
+    def conv(self) -> dict[str, str]:
+        return {"n_convention": self.n_convention, "c_convention": self.c_convention}
+
+
+def draw(out: Path, drawings: dict[str, Callable[[Path], object]]) -> list[str]:
+    """Call each drawing with its path under `out`; the paths written."""
+    for name, drawing in drawings.items():
+        drawing(out / name)
+    return [str(out / name) for name in drawings]
+
+
+def flops_range(low: float, high: float, at_flops: np.ndarray) -> np.ndarray:
+    return np.geomspace(min(low, at_flops.min()), max(high, at_flops.max()), 100)
+
+
+def intervals(result: BootstrapResult) -> dict:
+    return {"n_resamples": result.n_resamples, "seed": result.seed, "level": result.level,
+            "unit": result.unit,
+            "intervals": {name: {"estimate": i.estimate, "lower": i.lower, "upper": i.upper}
+                          for name, i in result.intervals.items()}}
+
+
+def _predictions(fit, result: BootstrapResult | None, at_flops: np.ndarray, extra: np.ndarray,
+                 ratio: FlopsRatio) -> tuple[dict, dict]:
+    """derived's allocation and loss_opt at `at_flops`, and the predictions at `extra`."""
+    flops = np.concatenate([at_flops, extra])
+    frontier = None if isinstance(fit, Approach3Fit) else frontier_of(fit)
+    loss = predict_loss_opt(fit, flops, ratio=ratio, frontier=frontier)
+    n_opt, d_opt = allocate(fit, at_flops)
+    derived = {"a": fit.a, "b": fit.b, "at_flops": at_flops, "N_opt": n_opt, "D_opt": d_opt,
+               "tokens_per_parameter": d_opt / n_opt, "loss_opt": loss[:at_flops.size]}
+    predicted = {"loss_opt": loss[at_flops.size:]}
+    if result is not None:
+        interval = result.intervals["loss_opt"]
+        derived["loss_opt_interval"] = {"lower": interval.lower[:at_flops.size],
+                                        "upper": interval.upper[:at_flops.size]}
+        predicted.update(lower=interval.lower[at_flops.size:],
+                         upper=interval.upper[at_flops.size:])
+    if frontier is not None:
+        derived["frontier"] = {"E": frontier.E, "k": frontier.k, "gamma": frontier.gamma,
+                               "n_points": frontier.n_points, "free_E": frontier.free_E,
+                               "rms_log_residual": frontier.rms_log_residual}
+    return derived, predicted
+
+
+def approach1(runs: list[TrainingRun], options: Options, at_flops: np.ndarray,
+              extra: np.ndarray) -> tuple[dict, dict]:
+    """Approach 1 on training curves."""
+    finals = [float(plots.run_flops(run)[-1]) for run in runs]
+    flops = np.concatenate([at_flops, extra])
+    result = None
+    if options.bootstrap:
+        result = bootstrap_approach1(runs, at_flops=flops, n_resamples=options.bootstrap,
+                                     seed=options.seed, level=LEVEL, **options.conv)
+        fit = result.fit
+    else:
+        fit = fit_approach1(runs, **options.conv)
+    derived, predicted = _predictions(fit, result, at_flops, extra, SIX_ND)
+    report = {"n_points": fit.n_points, "n_runs": fit.n_runs,
+              "params": {"a": fit.a, "n_coef": fit.n_coef, "b": fit.b, "d_coef": fit.d_coef},
+              "derived": derived}
+    if result is not None:
+        report["bootstrap"] = intervals(result)
+    if options.out is not None:
+        report["plots"] = draw(options.out, {
+            "loss_vs_compute.png": lambda path: plots.loss_vs_compute(runs, fit, path=path),
+            "allocation.png": lambda path: plots.allocation(
+                {"approach 1": result or fit},
+                flops_range(min(finals), max(finals), at_flops), path=path),
+            "residuals.png": lambda path: plots.residuals(
+                fit.flops, fit.n_opt, allocate(fit, fit.flops)[0],
+                x_label=plots.C_LABEL[fit.c_convention],
+                title="envelope N_opt against its power law", path=path)})
+    return report, predicted
+
+
+def approach2(points: Points, options: Options, at_flops: np.ndarray,
+              extra: np.ndarray) -> tuple[dict, dict]:
+    """Approach 2 on the points that have an IsoFLOP budget."""
+    tokens = points.D if options.c_convention == "exact" else None
+    kwargs = dict(tokens=tokens, keep_unbracketed=options.keep_unbracketed, rtol=options.rtol,
+                  **options.conv)
+    result = None
+    if options.bootstrap:
+        result = bootstrap_approach2(points.N, points.loss, points.budget,
+                                     at_flops=np.concatenate([at_flops, extra]),
+                                     n_resamples=options.bootstrap, seed=options.seed,
+                                     level=LEVEL, **kwargs)
+        fit: Approach2Fit = result.fit
+    else:
+        fit = fit_approach2(points.N, points.loss, points.budget, **kwargs)
+    derived, predicted = _predictions(fit, result, at_flops, extra, SIX_ND)
+    report = {"n_points": fit.n_points,
+              "params": {"a": fit.a, "n_coef": fit.n_coef, "b": fit.b, "d_coef": fit.d_coef},
+              "derived": derived,
+              "profiles": {"budget": fit.budgets, "N_opt": fit.n_opt, "D_opt": fit.d_opt,
+                           "loss_opt": fit.loss_opt, "excluded_budgets": fit.excluded_budgets,
+                           "exclusion_reasons": fit.exclusion_reasons}}
+    if result is not None:
+        report["bootstrap"] = intervals(result)
+    if options.out is not None:
+        report["plots"] = draw(options.out, {
+            "isoflop.png": lambda path: plots.isoflop_profiles(
+                points.N, points.loss, points.budget, fit, rtol=options.rtol, path=path),
+            "allocation.png": lambda path: plots.allocation(
+                {"approach 2": result or fit},
+                flops_range(fit.budgets.min(), fit.budgets.max(), at_flops), path=path),
+            "residuals.png": lambda path: plots.residuals(
+                fit.budgets, fit.n_opt, allocate(fit, fit.budgets)[0],
+                x_label=plots.C_LABEL[fit.c_convention],
+                title="IsoFLOP minima against their power law", path=path)})
+    return report, predicted
+
+
+def approach3(points: Points, options: Options, at_flops: np.ndarray,
+              extra: np.ndarray) -> tuple[dict, dict]:
+    """Approach 3 on every point."""
+    ratio = (fit_flops_ratio(points.N, points.D, points.C) if options.c_convention == "exact"
+             else SIX_ND)
+    result = None
+    if options.bootstrap:
+        result = bootstrap_approach3(points.N, points.D, points.loss,
+                                     at_flops=np.concatenate([at_flops, extra]),
+                                     n_resamples=options.bootstrap, seed=options.seed,
+                                     level=LEVEL, C=points.C, ratio=ratio, **options.conv)
+        fit: Approach3Fit = result.fit
+    else:
+        fit = fit_approach3(points.N, points.D, points.loss, C=points.C, rtol=options.rtol,
+                            **options.conv)
+    derived, predicted = {}, {}
+    if np.isfinite(fit.G):
+        derived, predicted = _predictions(fit, result, at_flops, extra, ratio)
+        derived = {"G": fit.G, **derived}
+        if options.c_convention == "exact":
+            derived["flops_ratio"] = {"coef": ratio.coef, "power": ratio.power}
+    report = {"n_points": fit.n_points,
+              "params": {"E": fit.E, "A": fit.A, "B": fit.B, "alpha": fit.alpha,
+                         "beta": fit.beta},
+              "derived": derived,
+              "objective": {"sum_huber": fit.objective, "delta": fit.delta,
+                            "n_starts": fit.n_starts}}
+    if result is not None:
+        report["bootstrap"] = intervals(result)
+    if options.out is not None:
+        drawings = {
+            "contours.png": lambda path: plots.approach3_contours(
+                fit, points.N, points.D, points.loss, path=path),
+            "residuals.png": lambda path: plots.residuals(
+                points.N, points.loss, predict(fit, points.N, points.D),
+                x_label=plots.N_LABEL[fit.n_convention],
+                title="loss against the approach-3 fit", path=path)}
+        if derived:
+            drawings["allocation.png"] = lambda path: plots.allocation(
+                {"approach 3": result or fit},
+                flops_range(points.C.min(), points.C.max(), at_flops), path=path)
+        report["plots"] = draw(options.out, drawings)
+    return report, predicted
