@@ -28,7 +28,8 @@ import numpy as np
 
 from lm.scaling import km_report
 from lm.scaling.compare_plot import comparison
-from lm.scaling.design import DEFAULT_RTOL, IdentifiabilityWarning, duplicate_rows
+from lm.scaling.design import (DEFAULT_RTOL, IdentifiabilityWarning, check_loss_varies,
+                               duplicate_rows)
 from lm.scaling.fit_job import CHINCHILLA, FitData, backtest, compare, largest_budget, method_report
 from lm.scaling.laws import C_CONVENTIONS, N_CONVENTIONS, check_conventions
 from lm.scaling.reports import Options
@@ -263,6 +264,8 @@ def fit_report(args: argparse.Namespace) -> dict:
     with warnings.catch_warnings(record=True) as caught, np.errstate(all="ignore"):
         warnings.simplefilter("always")
         data, source, notes = _data(args)
+        file = args.csv if args.csv is not None else args.sweep / "results.csv"
+        check_loss_varies(data.points.loss, f"{file} column {source['columns']['loss']!r}")
         _warn_duplicates(data.points)
         body = _body(args, data, options)
     messages = [str(w.message) if issubclass(w.category, IdentifiabilityWarning)
