@@ -147,7 +147,8 @@ def test_a_sweep_file_error_names_the_file(tmp_path):
 
 @pytest.mark.parametrize("name,kind,runs", [
     ("km_n", "n", 5), ("km_d", "d", 6), ("isoflop", "isoflop", 20),
-    ("chinchilla_approach1", "approach1", 20), ("isoflop_cpu", "isoflop", 15), ("tiny_ci", "isoflop", 4)])
+    ("chinchilla_approach1", "approach1", 20), ("isoflop_cpu", "isoflop", 15), ("tiny_ci", "isoflop", 4),
+    ("tiny_tune_ci", "isoflop", 4)])
 def test_the_shipped_sweeps_plan(name, kind, runs):
     s = load_sweep(SWEEPS / f"{name}.py")
     specs = expand(s)

@@ -113,6 +113,8 @@ def test_config_overrides_of_the_defaults_are_empty():
 def test_compact_names():
     assert [compact(x) for x in (300, 1e9, 2.5e13, 1.2345e6, 9.9999e9)] == [
         "300", "1e9", "2.5e13", "1.23e6", "1e10"]
+    assert [compact(x) for x in (0, 16, 0.003, 0.0030551, 1.25e-4, 3e-5, -2e-6)] == [
+        "0", "16", "0.003", "0.00306", "0.000125", "3e-5", "-2e-6"]
 
 
 def test_the_table_lists_every_run():

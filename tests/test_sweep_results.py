@@ -56,9 +56,11 @@ def test_results_csv(written):
         "flops_6n_total": 6.0 * spec.n_total * tokens,
         "flops_6n_non_embedding": 6.0 * spec.n_non_embedding * tokens,
         "flops_exact": train_flops_per_token(spec.config().model, 64) * tokens,
-        "final_train_loss": losses[-1], "heldout_loss": 4.5}
+        "final_train_loss": losses[-1], "heldout_loss": 4.5,
+        "point": "C6e8-d32-L1", "best": 1, "hp.train.lr": 0.01, "hp.train.warmup_steps": 2}
     assert started["status"] == "started" and started["steps"] == 9
     assert started["final_train_loss"] is None and started["heldout_loss"] is None
+    assert (started["point"], started["best"]) == ("C6e8-d32-L2", None)
     assert started["tokens"] == 9 * 8 * 64
 
 

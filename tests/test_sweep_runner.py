@@ -132,6 +132,18 @@ def test_a_changed_plan_is_refused(first_run, data_overrides):
         prepare(TINY_CI, workdir, [*data_overrides, "--config.train.lr=0.02"])
 
 
+def test_a_plan_saved_before_tuned_sweeps_still_matches(first_run, data_overrides):
+    workdir, _, _ = first_run
+    path = workdir / "sweep.json"
+    record = json.loads(path.read_text())
+    for run in record["runs"]:
+        assert (run.pop("point"), run.pop("hparams")) == (run["name"], {})
+    path.write_text(json.dumps(record))
+    specs = prepare(TINY_CI, workdir, data_overrides)
+    assert [s.name for s in specs] == [run["name"] for run in record["runs"]]
+    assert all("point" in run for run in json.loads(path.read_text())["runs"])  # rewritten
+
+
 def test_a_rerun_skips_done_runs_and_resumes_an_interrupted_one(first_run, data_overrides):
     workdir, _, _ = first_run
     runs = workdir / "runs"

@@ -2,8 +2,10 @@
 
     plan.py     shapes for a target N, steps for D, D for a FLOP budget, RunSpec, the table
     grid.py     sweep files (experiments/sweeps/*.py): validation and expansion into runs
+    tune.py     rules and tune grids: hyperparameters per point, members and their names
     runner.py   local runs as subprocesses, resumable; run status
     results.py  results.csv and curves.csv, and `read_results`
+    status.py   `lm sweep status`'s report (a tuned sweep's best member per point)
     slurm.py    a Slurm job array, one task per run
     cli.py      `lm sweep plan | run | status | slurm`
 """

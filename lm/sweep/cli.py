@@ -39,31 +39,11 @@ def _run(args: argparse.Namespace, overrides: list[str]) -> None:
 
 
 def _status(args: argparse.Namespace, overrides: list[str]) -> None:
-    from lm.sweep.results import read_results
-    from lm.sweep.runner import RUNS_DIR, STATUSES, statuses, stderr_tail, write_sweep_results
+    from lm.sweep.status import status_report
 
     if overrides:
         raise ConfigError("lm sweep status takes no --config.* overrides; the sweep's own are used")
-    workdir = Path(args.workdir)
-    final = statuses(workdir)
-    results, curves = write_sweep_results(workdir, final)
-    heldout = {row["run"]: row["heldout_loss"] for row in read_results(results)}
-    width = max(len(s.name) for s in final)
-    for s in final:
-        line = f"{s.name.ljust(width)}  {s.status:<8}"
-        if s.status == "done" and heldout[s.name] is not None:
-            line += f"  held-out loss {heldout[s.name]:.4f}"
-        if s.status in ("started", "failed"):
-            line += (f"  step {s.last_step or 0}/{s.steps} logged, checkpoint "
-                     f"{s.checkpoint_step or 'none'}")
-        if s.status == "started":
-            line += " (running or interrupted)"
-        if s.status == "failed":
-            tail = stderr_tail(workdir / RUNS_DIR / s.name, lines=1)
-            line += f"  exit {s.returncode}: {tail[0] if tail else 'no stderr'}"
-        print(line)
-    counts = ", ".join(f"{sum(s.status == k for s in final)} {k}" for k in STATUSES)
-    print(f"{len(final)} runs: {counts}\nresults: {results}\ncurves: {curves}")
+    print(status_report(Path(args.workdir)))
 
 
 def _slurm(args: argparse.Namespace, overrides: list[str]) -> None:

@@ -17,9 +17,39 @@ or ConfigDict with these keys:
     flops        isoflop only: "6n" (D = C / 6N) or "exact" (Chinchilla appendix F)
     family       optional `ShapeFamily` fields: head_dim, min_aspect, max_aspect, ffn_multiple
     n_tolerance  optional relative tolerance of the planned N (default 0.1)
+    rules        optional {"section.field": callable(point) -> value}: a field set per point,
+                 e.g. Porian et al.'s warmup of N tokens:
+                 "train.warmup_steps": lambda p: max(1, round(p.n / (p.batch_size * p.seq_len)))
+    tune         optional {"section.field": [values] or callable(point) -> [values]}: grids
+                 tuned per point, e.g. "train.lr": [3e-3, 1e-2], or one centred on a rule,
+                 "train.lr": lambda p: [f * lr_rule(p) for f in (0.5, 1, 2)]
 
-Each run's config is base, then command-line overrides, then the planned model
-shape and `train.steps` (approach1 also sets `train.schedule=cosine`), validated.
+A sweep plans points (a model size and a token count, or a budget); each point is
+one run, or with `tune` one run per combination of the tune values (the grids'
+Cartesian product, in the order given), its members. A member is named after its
+point plus its tuned values, `C5e9-d32-L1_lr0.003` (`lm.sweep.tune`), and trains as
+an ordinary run; results.csv marks the best member of each point.
+
+Each run's config is, in this order: base; command-line overrides; the planned
+model shape (approach1 also sets `train.schedule=cosine`); the rules' values; the
+member's tune values (overriding a rule for the same field); `train.steps` for the
+point's tokens at the run's own batch size and seq_len (so tuning train.batch_size
+keeps D and changes the steps); validated. Rules and tune cannot set the fields the
+planner sets (PLANNED_FIELDS) nor those the sweep's one data preparation decides
+(SHARED_DATA_FIELDS), and a command-line override of a ruled or tuned field is refused.
+
+The callables receive the planned point, a `lm.sweep.plan.PlannedPoint`:
+
+    name             the point's run name (members add their suffix to it)
+    n                parameters in the sweep's n_kind; also n_total, n_non_embedding
+    tokens           D planned for the point (before rounding to whole steps)
+    budget           the IsoFLOP budget C (None for other kinds)
+    d_model, num_layers, num_heads, d_ff, vocab_size     the planned model
+    seq_len, batch_size      the base config's (before rules and tune)
+    flops_per_token  exact training FLOPs per token (lm.scaling.counts.train_flops_per_token)
+
+A callable that raises, or a value the config refuses, is a ConfigError naming the
+field and the run.
 """
 
 from __future__ import annotations
@@ -29,17 +59,19 @@ import difflib
 import itertools
 import numbers
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import ml_collections
 
-from lm.config import (ConfigError, apply_overrides, call_python_file, default_config, load_config, merge, parse_override,
-                       validate)
-from lm.sweep.plan import (FLOPS_KINDS, N_KINDS, RunSpec, ShapeFamily, compact, config_overrides,
-                           run_spec, shape_for_params, steps_for_tokens, tokens_for_budget)
+from lm.config import (PREPARED_REPLACES, ConfigError, apply_overrides, call_python_file, default_config,
+                       load_config, merge, parse_override, validate)
+from lm.sweep.plan import (FLOPS_KINDS, N_KINDS, PlannedPoint, RunSpec, ShapeFamily, compact,
+                           config_overrides, field_value, planned_point, run_spec, shape_for_params,
+                           steps_for_tokens, tokens_for_budget)
+from lm.sweep.tune import describe, members, nested, parse_rules, parse_tune
 
 KINDS = ("n", "d", "isoflop", "approach1")
-_COMMON = ("base", "kind", "n_kind", "model_sizes", "family", "n_tolerance")
+_COMMON = ("base", "kind", "n_kind", "model_sizes", "family", "n_tolerance", "rules", "tune")
 _KEYS = {"n": _COMMON + ("tokens",), "d": _COMMON + ("tokens",),
          "approach1": _COMMON + ("tokens",), "isoflop": _COMMON + ("budgets", "flops")}
 _ALL_KEYS = sorted(set(itertools.chain.from_iterable(_KEYS.values())))
@@ -47,6 +79,9 @@ DEFAULT_TOLERANCE = 0.1
 # Fields the planner (and the runner: data.prepared_dir) sets in every run.
 PLANNED_FIELDS = ("model.num_layers", "model.d_model", "model.num_heads", "model.num_kv_heads",
                   "model.d_ff", "model.head_dim", "train.steps", "data.prepared_dir")
+# Fields the data, prepared once from the first run's config for every run, depends on.
+SHARED_DATA_FIELDS = ("model.vocab_size", "data.prepared_corpus",
+                      *(f"data.{key}" for key in PREPARED_REPLACES))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,10 +98,17 @@ class Sweep:
     flops: str = ""
     family: ShapeFamily = ShapeFamily()
     n_tolerance: float = DEFAULT_TOLERANCE
+    rules: dict[str, Callable[[PlannedPoint], Any]] = dataclasses.field(default_factory=dict)
+    tune: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-serialisable copy (for sweep.json)."""
-        return dataclasses.asdict(self)
+        """A JSON-serialisable copy (for sweep.json); rules and callable grids by `describe`."""
+        return {**dataclasses.asdict(self), "rules": describe(self.rules), "tune": describe(self.tune)}
+
+
+def planned_fields(kind: str) -> tuple[str, ...]:
+    """The fields the sweep sets in every run of `kind` (approach1 also sets train.schedule)."""
+    return PLANNED_FIELDS + (("train.schedule",) if kind == "approach1" else ())
 
 
 def _fail(field: str, message: str) -> None:
@@ -175,8 +217,12 @@ def parse_sweep(raw: dict[str, Any], sweep_dir: Path = Path(".")) -> Sweep:
             _fail("tokens", f"kind 'n' trains every size on one token count, got {len(fields['tokens'])}")
         if kind == "d" and len(fields["model_sizes"][0]) != 1:
             _fail("model_sizes", f"kind 'd' trains one model size, got {len(fields['model_sizes'][0])}")
+    fixed = {**dict.fromkeys(planned_fields(kind), "is set by the sweep planner in every run"),
+             **dict.fromkeys(SHARED_DATA_FIELDS, "decides the data the sweep prepares once for all runs")}
     return Sweep(kind=kind, base=_base(raw["base"], sweep_dir), n_kind=raw["n_kind"],
-                 family=_family(raw.get("family", {})), n_tolerance=float(tolerance), **fields)
+                 family=_family(raw.get("family", {})), n_tolerance=float(tolerance),
+                 rules=parse_rules(raw.get("rules", {}), fixed),
+                 tune=parse_tune(raw.get("tune", {}), fixed), **fields)
 
 
 def load_sweep(path: str | Path) -> Sweep:
@@ -193,19 +239,24 @@ def base_config(sweep: Sweep, overrides: Sequence[str] = ()) -> ml_collections.C
     """The sweep's base config with `--config.S.F=V` overrides applied (not yet validated)."""
     for arg in overrides:
         keys, _ = parse_override(arg.removeprefix("--"))
-        if ".".join(keys) in PLANNED_FIELDS or (sweep.kind == "approach1" and keys == ["train", "schedule"]):
-            raise ConfigError(f"config field '{'.'.join(keys)}' is set by the sweep for every run; "
+        field = ".".join(keys)
+        if field in planned_fields(sweep.kind):
+            raise ConfigError(f"config field '{field}' is set by the sweep for every run; "
                               "change the sweep file instead of overriding it")
+        for key, entries in (("tune", sweep.tune), ("rules", sweep.rules)):
+            if field in entries:
+                raise ConfigError(f"config field '{field}' is set per run by the sweep's "
+                                  f"'{key}.{field}'; change the sweep file instead of overriding it")
     return apply_overrides(merge(default_config(), sweep.base), overrides)
 
 
 def expand(sweep: Sweep, overrides: Sequence[str] = (), prepared_dir: str = "") -> list[RunSpec]:
-    """Every run of the sweep, in order. `overrides` (`--config.S.F=V`) apply to every run;
-    `prepared_dir` (when given) is set as every run's `data.prepared_dir`."""
+    """Every run of the sweep, in order (a tuned point's members together). `overrides`
+    (`--config.S.F=V`) apply to every run; `prepared_dir` (when given) is set as every
+    run's `data.prepared_dir`."""
     base = base_config(sweep, overrides)
     if prepared_dir:
         base.data.prepared_dir = prepared_dir
-    batch_size, seq_len = base.train.batch_size, base.data.seq_len
     if sweep.kind == "isoflop":
         points = [(budget, target, None) for budget, sizes in zip(sweep.budgets, sweep.model_sizes)
                   for target in sizes]
@@ -218,22 +269,40 @@ def expand(sweep: Sweep, overrides: Sequence[str] = (), prepared_dir: str = "") 
         cfg = ml_collections.ConfigDict(base.to_dict())
         cfg.model.update(shape.model_overrides())
         if budget is not None:
-            tokens = tokens_for_budget(budget, cfg.model, seq_len, flops=sweep.flops, n_kind=sweep.n_kind)
-        cfg.train.steps = steps_for_tokens(tokens, batch_size, seq_len)
+            tokens = tokens_for_budget(budget, cfg.model, cfg.data.seq_len, flops=sweep.flops,
+                                       n_kind=sweep.n_kind)
         if sweep.kind == "approach1":
             cfg.train.schedule = "cosine"
         name = _name(sweep.kind, shape.d_model, shape.num_layers, tokens, budget)
-        point = f"model size {target:,.0f}, tokens {tokens:,.0f}"
+        where = f"model size {target:,.0f}, tokens {tokens:,.0f}"
         if name in seen:
-            raise ConfigError(f"two points of the sweep ({seen[name]}; {point}) both plan run "
+            raise ConfigError(f"two points of the sweep ({seen[name]}; {where}) both plan run "
                               f"{name}; spread the model sizes or token counts further apart")
-        seen[name] = point
-        try:
-            validate(cfg)
-        except ConfigError as err:
-            raise ConfigError(f"run {name}: {err}") from None
-        specs.append(run_spec(name, cfg, n_kind=sweep.n_kind, budget=budget))
+        seen[name] = where
+        point = planned_point(name, cfg, n_kind=sweep.n_kind, tokens=tokens, budget=budget)
+        for suffix, values in members(sweep.rules, sweep.tune, point):
+            specs.append(_member(sweep, cfg, point, name + suffix, values))
     return specs
+
+
+def _member(sweep: Sweep, point_cfg: ml_collections.ConfigDict, point: PlannedPoint, name: str,
+            values: dict[str, Any]) -> RunSpec:
+    """The run `name` of `point`: the point's config with `values` (rules, then tune) and the
+    steps for the point's tokens at the run's batch size, validated."""
+    cfg = ml_collections.ConfigDict(point_cfg.to_dict())
+    for field, value in values.items():
+        try:
+            merge(cfg, nested(field, value))
+        except ConfigError as err:
+            key = "tune" if field in sweep.tune else "rules"
+            raise ConfigError(f"sweep field '{key}.{field}' for run {name}: {err}") from None
+    cfg.train.steps = steps_for_tokens(point.tokens, cfg.train.batch_size, cfg.data.seq_len)
+    try:
+        validate(cfg)
+    except ConfigError as err:
+        raise ConfigError(f"run {name}: {err}") from None
+    return run_spec(name, cfg, n_kind=sweep.n_kind, budget=point.budget, point=point.name,
+                    hparams={field: field_value(cfg, field) for field in values})
 
 
 def _name(kind: str, d_model: int, layers: int, tokens: float, budget: float | None) -> str:

@@ -56,9 +56,13 @@ class Shape:
         return {**dataclasses.asdict(self), "head_dim": 0}
 
 
-def _n(m: ml_collections.ConfigDict | SimpleNamespace, n_kind: str) -> int:
-    counts = param_counts(m)
+def _pick(counts: Any, n_kind: str) -> int:
+    """The `n_kind` count of `param_counts`' result."""
     return counts.non_embedding if n_kind == "non_embedding" else counts.total
+
+
+def _n(m: ml_collections.ConfigDict | SimpleNamespace, n_kind: str) -> int:
+    return _pick(param_counts(m), n_kind)
 
 
 def _with_shape(base_fields: dict[str, Any], shape: Shape) -> SimpleNamespace:
@@ -129,11 +133,51 @@ def tokens_for_budget(budget: float, m: ml_collections.ConfigDict, seq_len: int,
 
 
 @dataclasses.dataclass(frozen=True)
+class PlannedPoint:
+    """A sweep point as planned, before rules and tune: what their callables receive.
+    `n` is the parameter count in the sweep's n_kind, `tokens` the D planned for the point
+    (before rounding to whole steps), `budget` its IsoFLOP budget (None outside IsoFLOP
+    sweeps), `batch_size` and `seq_len` the base config's, `flops_per_token` the exact
+    training FLOPs per token (`lm.scaling.counts.train_flops_per_token`)."""
+
+    name: str
+    n: int
+    n_total: int
+    n_non_embedding: int
+    tokens: float
+    budget: float | None
+    d_model: int
+    num_layers: int
+    num_heads: int
+    d_ff: int
+    vocab_size: int
+    seq_len: int
+    batch_size: int
+    flops_per_token: float
+
+
+def planned_point(name: str, cfg: ml_collections.ConfigDict, *, n_kind: str, tokens: float,
+                  budget: float | None) -> PlannedPoint:
+    """The PlannedPoint of the point `name` whose shaped (base) config is `cfg`."""
+    m, seq_len = cfg.model, cfg.data.seq_len
+    counts = param_counts(m)
+    return PlannedPoint(name=name, n=_pick(counts, n_kind), n_total=counts.total,
+                        n_non_embedding=counts.non_embedding, tokens=tokens, budget=budget,
+                        d_model=m.d_model, num_layers=m.num_layers, num_heads=m.num_heads,
+                        d_ff=m.d_ff, vocab_size=m.vocab_size, seq_len=seq_len,
+                        batch_size=cfg.train.batch_size,
+                        flops_per_token=train_flops_per_token(m, seq_len))
+
+
+@dataclasses.dataclass(frozen=True)
 class RunSpec:
     """One planned run. `overrides` are nested config overrides onto `default_config()` that
     give the run's full config; `flops_6n` is 6 * N * tokens with the sweep's N convention,
     `flops_exact` the Chinchilla appendix-F count times tokens; `budget` is the IsoFLOP
-    budget the run belongs to (None outside IsoFLOP sweeps)."""
+    budget the run belongs to (None outside IsoFLOP sweeps). `point` names the sweep point
+    the run belongs to (the run's own name unless the sweep tunes: then the point's members
+    share it); `hparams` holds the values the sweep's rules and tune set, by field name
+    ("train.lr"). Both have defaults, so sweep.json files from before tuning still load."""
 
     name: str
     overrides: dict[str, Any]
@@ -143,6 +187,12 @@ class RunSpec:
     flops_6n: float
     flops_exact: float
     budget: float | None = None
+    point: str = ""
+    hparams: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.point:
+            object.__setattr__(self, "point", self.name)
 
     def config(self) -> ml_collections.ConfigDict:
         """The run's validated config."""
@@ -160,48 +210,72 @@ def config_overrides(cfg: ml_collections.ConfigDict) -> dict[str, Any]:
     return diff
 
 
-def run_spec(name: str, cfg: ml_collections.ConfigDict, *, n_kind: str,
-             budget: float | None = None) -> RunSpec:
+def field_value(cfg: ml_collections.ConfigDict, field: str) -> Any:
+    """The value of the dotted config field `field` ("train.lr") in `cfg`."""
+    for key in field.split("."):
+        cfg = cfg[key]
+    return cfg
+
+
+def run_spec(name: str, cfg: ml_collections.ConfigDict, *, n_kind: str, budget: float | None = None,
+             point: str = "", hparams: dict[str, Any] | None = None) -> RunSpec:
     """The RunSpec of a resolved run config (tokens = steps * batch_size * seq_len)."""
     m, seq_len = cfg.model, cfg.data.seq_len
     counts = param_counts(m)
     tokens = cfg.train.steps * cfg.train.batch_size * seq_len
-    n = counts.non_embedding if n_kind == "non_embedding" else counts.total
     return RunSpec(name=name, overrides=config_overrides(cfg), n_total=counts.total,
-                   n_non_embedding=counts.non_embedding, tokens=tokens, flops_6n=6.0 * n * tokens,
-                   flops_exact=train_flops_per_token(m, seq_len) * tokens, budget=budget)
+                   n_non_embedding=counts.non_embedding, tokens=tokens,
+                   flops_6n=6.0 * _pick(counts, n_kind) * tokens,
+                   flops_exact=train_flops_per_token(m, seq_len) * tokens, budget=budget,
+                   point=point, hparams=dict(hparams or {}))
 
 
 def compact(x: float) -> str:
-    """A short, file-name-safe number: 1e9 -> '1e9', 2.5e13 -> '2.5e13', 300 -> '300'."""
-    if x < 1000:
-        return f"{x:g}"
-    exponent = math.floor(math.log10(x))
-    mantissa = f"{x / 10 ** exponent:.3g}"
-    if mantissa == "10":
-        mantissa, exponent = "1", exponent + 1
-    return f"{mantissa}e{exponent}"
+    """A short, file-name-safe number to 3 significant digits: 1e9 -> '1e9', 2.5e13 -> '2.5e13',
+    300 -> '300', 0.003 -> '0.003', 3e-5 -> '3e-5' (Python's '.3g', its exponent written
+    as a plain integer)."""
+    text = f"{x:.3g}"
+    if "e" not in text:
+        return text
+    mantissa, exponent = text.split("e")
+    return f"{mantissa}e{int(exponent)}"
+
+
+def hparam_text(value: Any) -> str:
+    """A tuned or ruled value as shown in tables and status: numbers with 4 significant digits."""
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, (list, tuple)):
+        return ",".join(map(str, value))
+    return str(value)
 
 
 def format_table(specs: Sequence[RunSpec], *, n_kind: str) -> str:
-    """The plan as an aligned text table, one line per run, and a total-compute line."""
-    header = ["run", "budget", "layers", "d_model", "heads", "kv", "d_ff", "N_total",
-              "N_non_emb", "steps", "tokens", "D/N", "C_6N", "C_exact"]
+    """The plan as an aligned text table, one line per run, and a total-compute line. A tuned
+    sweep adds the point of each run; rules and tune add a column per field they set."""
+    tuned = any(spec.point != spec.name for spec in specs)
+    fields = list(dict.fromkeys(field for spec in specs for field in spec.hparams))
+    header = ["run", *(["point"] if tuned else []), *fields, "budget", "layers", "d_model", "heads",
+              "kv", "d_ff", "N_total", "N_non_emb", "steps", "tokens", "D/N", "C_6N", "C_exact"]
     rows = [header]
     for spec in specs:
         cfg = spec.config()
         m, steps = cfg.model, cfg.train.steps
         n = spec.n_non_embedding if n_kind == "non_embedding" else spec.n_total
-        rows.append([spec.name, "" if spec.budget is None else f"{spec.budget:.3g}",
+        rows.append([spec.name, *([spec.point] if tuned else []),
+                     *(hparam_text(spec.hparams[field]) for field in fields),
+                     "" if spec.budget is None else f"{spec.budget:.3g}",
                      str(m.num_layers), str(m.d_model), str(m.num_heads),
                      str(m.num_kv_heads), str(m.d_ff), f"{spec.n_total:,}",
                      f"{spec.n_non_embedding:,}", f"{steps:,}", f"{spec.tokens:,}",
                      f"{spec.tokens / n:.1f}", f"{spec.flops_6n:.3g}", f"{spec.flops_exact:.3g}"])
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
-    lines = ["  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w)
+    names = 2 if tuned else 1  # run (and point) are left-aligned
+    lines = ["  ".join(cell.ljust(w) if i < names else cell.rjust(w) for i, (cell, w)
                        in enumerate(zip(row, widths))) for row in rows]
     lines.insert(1, "-" * len(lines[0]))
     total = sum(spec.flops_exact for spec in specs)
-    lines.append(f"{len(specs)} runs; N = {n_kind} parameters, C_6N = 6 N D with that N; "
+    points = f" at {len({spec.point for spec in specs})} points" if tuned else ""
+    lines.append(f"{len(specs)} runs{points}; N = {n_kind} parameters, C_6N = 6 N D with that N; "
                  f"total exact compute {total:.3g} FLOPs")
     return "\n".join(lines)

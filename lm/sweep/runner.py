@@ -7,12 +7,12 @@
         exit.json                {"returncode": N} of the last launch that finished
     DIR/results.csv, curves.csv  see lm.sweep.results
 
-A run is done when it has a complete checkpoint at its last step; rerunning the
-sweep skips done runs and relaunches the others (the trainer resumes them from
-their newest checkpoint). While a run's trainer lives it holds an exclusive lock
-on DIR/runs/<name>/.lock (the runner hands the locked descriptor to the child),
-so no second runner, and no rerun after the runner itself was killed, starts the
-same run twice.
+A run (each member of a tuned sweep's points is one) is done when it has a
+complete checkpoint at its last step; rerunning the sweep skips done runs and
+relaunches the others (the trainer resumes them from their newest checkpoint).
+While a run's trainer lives it holds an exclusive lock on DIR/runs/<name>/.lock
+(the runner hands the locked descriptor to the child), so no second runner, and
+no rerun after the runner itself was killed, starts the same run twice.
 """
 
 from __future__ import annotations
@@ -167,8 +167,9 @@ def prepare(sweep_path: Path, workdir: Path, overrides: Sequence[str] = ()) -> l
     record = {"sweep_file": str(Path(sweep_path).absolute()), "sweep": sweep.to_dict(),
               "overrides": list(overrides), "runs": _spec_json(specs)}
     path = workdir / SWEEP_FILE
-    if path.exists():
-        _check_same_plan(json.loads(path.read_text())["runs"], record["runs"], path)
+    if path.exists():  # through RunSpec, so a plan saved before tuning had its defaults
+        saved = [RunSpec(**run) for run in json.loads(path.read_text())["runs"]]
+        _check_same_plan(_spec_json(saved), record["runs"], path)
     workdir.mkdir(parents=True, exist_ok=True)
     _prepare_data(specs[0], workdir / DATA_DIR)
     write_json_atomic(record, path)
