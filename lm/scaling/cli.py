@@ -76,8 +76,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--holdout-largest", type=int, default=0, metavar="K",
                         help="backtest: fit on all but the K largest budgets and predict "
                         "their compute-optimal loss")
-    parser.add_argument("--all-members", action="store_true", help="--sweep: fit every "
-                        "member of a tuned sweep, not only each point's best")
+    parser.add_argument("--members", metavar="WHICH", help="--sweep, a tuned sweep: best "
+                        "(default: each point's best member by held-out loss), all, or "
+                        "FIELD=VALUE (e.g. train.lr=0.003: the members with that value)")
     parser.add_argument("--loss", help="--sweep: heldout (default; heldout_loss) or train "
                         "(final_train_loss, and train_loss along curves)")
     parser.add_argument("--n-convention", help="N counts total or non_embedding parameters "
@@ -133,8 +134,8 @@ def _check_args(args: argparse.Namespace) -> None:
         return
     if args.loss is not None:
         raise FitError("--loss applies to --sweep; with --csv name the column with --loss-col")
-    if args.all_members:
-        raise FitError("--all-members applies to --sweep (a tuned sweep's members)")
+    if args.members is not None:
+        raise FitError("--members applies to --sweep (a tuned sweep's members)")
     missing = [f"--{name.replace('_', '-')}" for name in ("n_col", "loss_col")
                if getattr(args, name) is None]
     if missing:
@@ -166,7 +167,7 @@ def _data(args: argparse.Namespace) -> tuple[FitData, dict, list[str]]:
         source = {"csv": str(args.csv), "columns": points.columns}
         return FitData(points, curves_from_rows=True), source, notes
     conv = {"n_convention": args.n_convention, "c_convention": args.c_convention,
-            "loss": _loss(args), "all_members": args.all_members}
+            "loss": _loss(args), "members": args.members or "best"}
     points = sweep_points(args.sweep, **conv)
     if args.method == "approach2" and not np.isfinite(points.budget).any():
         raise FitError(f"{args.sweep / 'results.csv'} has no done IsoFLOP runs (the budget "

@@ -142,10 +142,11 @@ def sweep_columns(n_convention: str, c_convention: str, loss: str) -> dict[str, 
     return {"N": n_column, "D": "tokens", "C": c_column, "loss": loss_column}
 
 
-def _done_rows(workdir: Path, all_members: bool = False) -> tuple[list[dict[str, str]],
-                                                                    tuple[str, ...]]:
+def _done_rows(workdir: Path, members: str = "best") -> tuple[list[dict[str, str]],
+                                                             tuple[str, ...]]:
     """The done runs of results.csv and a note on which were kept. In a tuned sweep (a
-    `best` column) only each point's best member, unless `all_members`."""
+    `best` column) `members` picks them: "best" (each point's best member), "all", or
+    "FIELD=VALUE" (the members whose hyperparameter column hp.FIELD equals VALUE)."""
     path = workdir / "results.csv"
     rows = read_rows(path, RESULTS_COLUMNS)
     done = [row for row in rows if row["status"].strip() == "done"]
@@ -153,22 +154,44 @@ def _done_rows(workdir: Path, all_members: bool = False) -> tuple[list[dict[str,
         statuses = sorted({row["status"] for row in rows})
         raise TableError(f"{path} has no runs with status 'done' (statuses: {statuses}); "
                          "wait for the sweep to finish some runs")
-    if "best" not in rows[0] or all_members:
+    if "best" not in rows[0] or members == "all":
         return done, ()
-    best = [row for row in done if (row["best"] or "").strip() == "1"]
     points = len({row.get("point") or row["run"] for row in done})
-    return best, (f"tuned sweep: {len(best)} of {len(done)} done runs fitted, the best member "
-                  f"of each of {points} points by held-out loss (--all-members fits every "
-                  "member)",)
+    if members == "best":
+        kept = [row for row in done if (row["best"] or "").strip() == "1"]
+        how = "the best member of each point by held-out loss"
+    else:
+        field, _, value = members.partition("=")
+        column = field if field.startswith("hp.") else f"hp.{field}"
+        if not value or column not in rows[0]:
+            known = sorted(c.removeprefix("hp.") for c in rows[0] if c.startswith("hp."))
+            raise TableError(f"--members {members!r}: give best, all or FIELD=VALUE with FIELD "
+                             f"one of {known} ({path}'s hp.* columns)")
+        kept = [row for row in done if _same(row[column], value)]
+        if not kept:
+            seen = sorted({row[column] for row in done})
+            raise TableError(f"--members {members!r}: no done run of {path} has {column} = "
+                             f"{value}; it holds {seen}")
+        how = f"the members with {column} = {value}"
+    return kept, (f"tuned sweep: {len(kept)} of {len(done)} done runs fitted at {points} "
+                  f"points, {how} (--members chooses)",)
+
+
+def _same(cell: str, value: str) -> bool:
+    """A results.csv cell equals a command-line value, as numbers where both are."""
+    try:
+        return float(cell) == float(value)
+    except ValueError:
+        return cell.strip() == value.strip()
 
 
 def sweep_points(workdir: str | Path, *, n_convention: str, c_convention: str,
-                 loss: str = "heldout", all_members: bool = False) -> Points:
-    """The final point of every done run in `workdir`/results.csv (in a tuned sweep, of each
-    point's best member unless `all_members`)."""
+                 loss: str = "heldout", members: str = "best") -> Points:
+    """The final point of every done run in `workdir`/results.csv (in a tuned sweep, of the
+    members `members` picks: see `_done_rows`)."""
     workdir = Path(workdir)
     columns = sweep_columns(n_convention, c_convention, loss)
-    rows, notes = _done_rows(workdir, all_members)
+    rows, notes = _done_rows(workdir, members)
     path = workdir / "results.csv"
     values = {role: float_column(path, rows, column) for role, column in columns.items()}
     budget = float_column(path, rows, "budget", optional=True)
@@ -178,7 +201,7 @@ def sweep_points(workdir: str | Path, *, n_convention: str, c_convention: str,
 
 
 def sweep_runs(workdir: str | Path, *, n_convention: str, c_convention: str,
-               loss: str = "heldout", all_members: bool = False) -> list[TrainingRun]:
+               loss: str = "heldout", members: str = "best") -> list[TrainingRun]:
     """The training curve of every done run, in results.csv order, from `workdir`/curves.csv.
 
     The heldout loss uses the eval steps (rows where it is not empty); the train loss every
@@ -187,7 +210,7 @@ def sweep_runs(workdir: str | Path, *, n_convention: str, c_convention: str,
     """
     workdir = Path(workdir)
     n_column = sweep_columns(n_convention, c_convention, loss)["N"]
-    results, _ = _done_rows(workdir, all_members)
+    results, _ = _done_rows(workdir, members)
     n_of = dict(zip((row["run"] for row in results),
                     float_column(workdir / "results.csv", results, n_column)))
     path = workdir / "curves.csv"
