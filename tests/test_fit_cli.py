@@ -469,3 +469,51 @@ def test_epoch_acceptance_command_as_given():
     for name in ("E", "A", "B", "alpha", "beta", "a", "b", "G"):
         assert intervals[name]["lower"] < p.get(name, report["derived"].get(name)) \
             < intervals[name]["upper"]
+
+
+# ---------------------------------------------------------------- tuned sweeps
+
+def tuned_sweep(workdir: Path) -> Path:
+    """write_sweep's runs as the lr=0.003 members of a tuned sweep, each point with a second
+    member at lr=0.01 that is better below 1e7 parameters and worse above."""
+    write_sweep(workdir, budgets=(1e15, 1e16, 1e17), per_budget=5)
+    path = workdir / "results.csv"
+    with open(path, newline="") as f:
+        rows = [row for row in csv.DictReader(f) if row["status"] == "done"]
+    columns = list(RESULTS_COLUMNS) + ["point", "best", "hp.train.lr", "hp.train.warmup_steps"]
+    members = []
+    for row in rows:
+        loss = float(row["heldout_loss"])
+        other = loss * (0.98 if float(row["n_total"]) < 1e7 else 1.02)
+        for lr, value in ((0.003, loss), (0.01, other)):
+            members.append({**row, "run": f"{row['run']}_lr{lr}", "point": row["run"],
+                            "heldout_loss": value, "best": int(value == min(loss, other)),
+                            "hp.train.lr": lr, "hp.train.warmup_steps": 10})
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(members)
+    return workdir
+
+
+def test_tuned_sweep_members(tmp_path, capsys):
+    sweep = tuned_sweep(tmp_path / "tuned")
+    best = fit(capsys, "--sweep", sweep, "--method", "approach3")
+    assert best["n_points"] == 17  # 15 IsoFLOP points + 2 grid points, one member each
+    assert best["notes"] == ["tuned sweep: 17 of 34 done runs fitted at 17 points, the best "
+                             "member of each point by held-out loss (--members chooses)"]
+    base = fit(capsys, "--sweep", sweep, "--method", "approach3", "--members", "train.lr=0.003")
+    assert base["notes"][0].startswith("tuned sweep: 17 of 34 done runs fitted at 17 points, "
+                                       "the members with hp.train.lr = 0.003")
+    assert base["params"]["alpha"] == pytest.approx(0.34, abs=0.02)  # write_sweep's own law
+    assert best["params"] != base["params"]
+    everything = fit(capsys, "--sweep", sweep, "--method", "approach3", "--members", "all")
+    assert everything["n_points"] == 34 and everything["notes"] == []
+    assert "--members 'lr': give best, all or FIELD=VALUE with FIELD one of ['train.lr', " \
+        "'train.warmup_steps']" in fails(capsys, "--sweep", sweep, "--method", "approach3",
+                                         "--members", "lr")
+    assert "--members 'train.lr=0.02': no done run of" in fails(
+        capsys, "--sweep", sweep, "--method", "approach3", "--members", "train.lr=0.02")
+    assert "--members applies to --sweep" in fails(
+        capsys, "--csv", sweep / "results.csv", "--n-col", "n_total", "--d-col", "tokens",
+        "--loss-col", "heldout_loss", "--method", "approach3", "--members", "all")
