@@ -15,15 +15,20 @@ def test_split_holds_out_the_largest_budgets_and_everything_above_the_fit():
     budget = np.array([1e18, 1e18, 1e19, 1e19, 1.001e20, 1e20, np.nan, np.nan])
     C = np.array([1e18, 1e18, 1e19, 1e19, 1.001e20, 1e20, 5e18, 3e20])
     split = split_largest(budget, C, 1)
-    assert split.budgets.tolist() == [3e20]  # an unbudgeted run counts as its own C
-    split = split_largest(budget, C, 2)
+    assert split.budgets == pytest.approx([np.sqrt(1.001) * 1e20])  # within 1%: one budget
+    assert [at.tolist() for at in split.held] == [[False] * 4 + [True, True, False, False]]
+    # a run outside every budget is fitted when it has less compute than the held-out budget
+    assert split.train.tolist() == [True] * 4 + [False, False, True, False]
+    assert split.fitted_budgets.tolist() == [1e18, 1e19]
+    with pytest.raises(ValueError, match="--holdout-largest 2: the data have 3 budget\\(s\\) "
+                                         "\\(values within 1% are one\\); holding out 2 must "
+                                         "leave at least 2 to fit, so K must lie in \\[1, 1\\]"):
+        split_largest(budget, C, 2)
+    # without IsoFLOP budgets every point's compute is its budget
+    split = split_largest(np.full(8, np.nan), C, 2)
     assert split.budgets == pytest.approx([np.sqrt(1.001) * 1e20, 3e20])
     assert split.train.tolist() == [True] * 4 + [False, False, True, False]
     assert split.fitted_budgets.tolist() == [1e18, 5e18, 1e19]
-    with pytest.raises(ValueError, match="--holdout-largest 4: the data have 5 budget\\(s\\) "
-                                         "\\(values within 1% are one\\); holding out 4 must "
-                                         "leave at least 2 to fit, so K must lie in \\[1, 3\\]"):
-        split_largest(budget, C, 4)
 
 
 def test_actual_loss_is_the_parabola_minimum_when_bracketed():
@@ -55,7 +60,7 @@ def test_holdout_largest_predicts_the_held_out_budget(sweep, capsys):
                  "--bootstrap", "20")
     test = report["backtest"]
     assert test["held_out_largest"] == 1
-    assert test["fitted_budgets"][-1] == pytest.approx(6e16)  # the largest grid run's C
+    assert test["fitted_budgets"] == [1e15, 3e15, 1e16, 3e16]
     assert report["n_points"] == test["n_fitted_points"] == 30  # 4 budgets x 7 + 2 grid runs
     (row,) = test["rows"]
     assert row["budget"] == 1e17 and row["actual_from"] == "parabola minimum"
@@ -64,7 +69,7 @@ def test_holdout_largest_predicts_the_held_out_budget(sweep, capsys):
     assert abs(row["relative_error"]) < 0.005
     assert row["interval"][0] < row["predicted"] < row["interval"][1]
     assert isinstance(row["covered"], bool)
-    assert report["derived"]["at_flops"] == [pytest.approx(6e16)]
+    assert report["derived"]["at_flops"] == [3e16]
 
 
 def test_holdout_with_every_method_prints_one_table(sweep, tmp_path, capsys):
@@ -77,7 +82,7 @@ def test_holdout_with_every_method_prints_one_table(sweep, tmp_path, capsys):
     assert report["skipped"] == {}
     for name, body in report["methods"].items():
         rows = body["backtest"]["rows"]
-        assert [row["budget"] for row in rows] == [pytest.approx(6e16), 1e17]
+        assert [row["budget"] for row in rows] == [3e16, 1e17]
         assert all(abs(row["relative_error"]) < 0.02 for row in rows), (name, rows)
     table = captured.err[captured.err.index("lm fit: backtest"):].splitlines()
     assert table[1].split() == ["method", "budget", "fitted", "on", "predicted", "95%",
@@ -114,7 +119,7 @@ def test_backtest_errors(sweep, capsys):
     assert fails(capsys, "--sweep", sweep, "--method", "km", "--holdout-largest", "1") == (
         "lm fit: error: --holdout-largest backtests approach1, approach2, approach3 or all; km "
         "predicts no compute-optimal loss")
-    assert "--holdout-largest 6: the data have 7 budget(s)" in fails(
+    assert "--holdout-largest 6: the data have 5 budget(s)" in fails(
         capsys, "--sweep", sweep, "--method", "approach2", "--holdout-largest", "6")
     assert fails(capsys, "--sweep", sweep, "--method", "approach2", "--holdout-largest",
                  "-1") == "lm fit: error: --holdout-largest must be >= 1 (0: no backtest); got -1"

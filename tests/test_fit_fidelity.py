@@ -58,7 +58,7 @@ def test_approach2_agrees_with_a_reference_that_excludes_unbracketed_budgets(tmp
     assert report["profiles"]["excluded_budgets"] == [1e21, 1e22]
     reasons = report["profiles"]["exclusion_reasons"]
     assert reasons == report["warnings"][:2] and len(reasons) == 2
-    assert report["warnings"][2].startswith("compute frontier: 3 point(s) for E + k C^-gamma")
+    assert report["warnings"][2].startswith("compute frontier: 3 points for the 3 parameters")
     assert reasons[0].startswith("budget 1e+21: the parabola's minimum N=")
     assert reasons[0].endswith("an extrapolation, and is left out (keep it with "
                                "--keep-unbracketed / keep_unbracketed=True)")

@@ -26,11 +26,16 @@ def test_frontier_recovers_its_law():
     assert f.loss(1e23) == pytest.approx(1.7 + 30 * 1e23 ** -0.1, rel=1e-6)
 
 
-def test_frontier_with_three_points_fixes_e_at_zero():
+def test_frontier_from_three_points_and_from_two():
     C = np.logspace(18, 20, 3)
-    with pytest.warns(IdentifiabilityWarning, match="compute frontier: 3 point\\(s\\) for "
-                                                    "E \\+ k C\\^-gamma; E fixed at 0"):
-        f = fit_frontier(C, 5.0 * C ** -0.05)
+    with pytest.warns(IdentifiabilityWarning, match="compute frontier: 3 points for the 3 "
+                                                    "parameters of E \\+ k C\\^-gamma: it passes "
+                                                    "through them exactly"):
+        f = fit_frontier(C, 1.7 + 30 * C ** -0.1)
+    assert (f.E, f.k, f.gamma) == pytest.approx((1.7, 30, 0.1), rel=1e-5) and f.free_E
+    with pytest.warns(IdentifiabilityWarning, match="compute frontier: 2 points for E \\+ k "
+                                                    "C\\^-gamma; E fixed at 0"):
+        f = fit_frontier(C[:2], 5.0 * C[:2] ** -0.05)
     assert (f.E, f.k, f.gamma, f.free_E) == (0.0, pytest.approx(5.0), pytest.approx(0.05), False)
     with pytest.raises(ValueError, match="needs at least 2 distinct C; got 1"):
         fit_frontier([1e18, 1e18], [3.0, 2.9])

@@ -1,9 +1,10 @@
 """Backtests: fit a law on all but the largest compute budgets, predict the held-out ones.
 
 The book's "predictable scaling" (Zhao et al., section 2.2.3), and what GPT-4's report did:
-estimate a large run's loss from small runs. Here every point belongs to a budget (its
-IsoFLOP budget, else its own compute C; values within `rtol` are one budget). The K largest
-budgets are held out; the fit sees only points with less compute than the smallest of them.
+estimate a large run's loss from small runs. The budgets are the points' IsoFLOP budgets
+when any point has one (values within `rtol` are one budget), else each point's own compute
+C. The K largest budgets are held out; the fit sees only points with less compute than the
+smallest of them (points outside every budget included, when their C is below it).
 For each held-out budget:
 
 - `predicted`: the fitted law's loss for the compute-optimal model at that budget
@@ -38,11 +39,23 @@ def point_budgets(budget: np.ndarray, C: np.ndarray) -> np.ndarray:
     return np.where(np.isfinite(budget), budget, C)
 
 
+def _budgets(budget: np.ndarray, C: np.ndarray) -> np.ndarray:
+    """The budgets a backtest holds out: IsoFLOP ones when there are any (nan elsewhere),
+    else every point's compute."""
+    return budget if np.isfinite(budget).any() else C
+
+
 def split_largest(budget: np.ndarray, C: np.ndarray, k: int, *,
                   rtol: float = DEFAULT_RTOL) -> Holdout:
     """Hold out the `k` largest budgets (see the module docstring); ValueError naming
     --holdout-largest when fewer than 2 budgets would be left to fit."""
-    profiles = isoflop_profiles(point_budgets(budget, C), rtol)
+    chosen = _budgets(budget, C)
+    finite = np.isfinite(chosen)
+    profiles = []
+    for c, at in isoflop_profiles(chosen[finite], rtol):
+        mask = np.zeros(C.size, dtype=bool)
+        mask[np.flatnonzero(finite)[at]] = True
+        profiles.append((c, mask))
     if not 1 <= k <= len(profiles) - 2:
         raise ValueError(f"--holdout-largest {k}: the data have {len(profiles)} budget(s) "
                          f"(values within {rtol:.0%} are one); holding out {k} must leave at "

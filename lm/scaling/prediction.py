@@ -7,9 +7,10 @@
   the line is D = C / (ratio(N) N).
 - Approaches 1 and 2 estimate allocations, not a loss surface: their loss at C comes from a
   fit of the compute frontier L*(C) = E + k C^-gamma to the per-budget parabola minima
-  (approach 2) or the loss envelope (approach 1). With fewer than 4 frontier points the
-  three parameters are not identified; E is then fixed at 0 (a pure power law) and an
-  IdentifiabilityWarning says so.
+  (approach 2) or the loss envelope (approach 1). Under C = 6ND the Chinchilla law's frontier
+  has exactly this form (gamma = alpha beta / (alpha + beta)). Three points determine it
+  exactly, with nothing left to check the fit (an IdentifiabilityWarning says so); with two,
+  E is fixed at 0 (a pure power law), which under-predicts the loss of larger budgets.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from lm.scaling.approach3 import Approach3Fit
 from lm.scaling.design import IdentifiabilityWarning
 from lm.scaling.laws import positive_array
 
-MIN_FREE_E = 4  # frontier points needed to fit E as well as k and gamma
+MIN_FREE_E = 3  # frontier points needed to fit E as well as k and gamma
 
 
 @dataclass(frozen=True)
@@ -63,10 +64,14 @@ def fit_frontier(C: ArrayLike, loss: ArrayLike, *, warn: bool = True) -> Frontie
                          f"{np.unique(C).size}")
     log_c = np.log(C)
     free = C.size >= MIN_FREE_E
-    if not free and warn:
-        warnings.warn(f"compute frontier: {C.size} point(s) for E + k C^-gamma; E fixed at 0 "
-                      f"(a pure power law; {MIN_FREE_E} points free it)", IdentifiabilityWarning,
-                      stacklevel=2)
+    if warn and C.size == MIN_FREE_E:
+        warnings.warn(f"compute frontier: {C.size} points for the 3 parameters of "
+                      "E + k C^-gamma: it passes through them exactly, and nothing checks its "
+                      "extrapolation", IdentifiabilityWarning, stacklevel=2)
+    elif warn and not free:
+        warnings.warn(f"compute frontier: {C.size} points for E + k C^-gamma; E fixed at 0 "
+                      f"(a pure power law, which under-predicts larger budgets' loss; "
+                      f"{MIN_FREE_E} points free it)", IdentifiabilityWarning, stacklevel=2)
     E = 0.0
     if free:
         top = loss.min() * (1 - 1e-6)
