@@ -12,9 +12,10 @@ nbclient = pytest.importorskip("nbclient")
 pytest.importorskip("ipykernel")
 
 NOTEBOOKS = Path(__file__).parents[1] / "notebooks"
-NAMES = ("fit_scaling_laws.ipynb", "reproduce_chinchilla.ipynb", "reproduce_kaplan.ipynb")
+NAMES = ("fit_scaling_laws.ipynb", "reproduce_chinchilla.ipynb", "reproduce_kaplan.ipynb",
+         "predictable_scaling.ipynb")
 ENV = ("LM_SWEEP_DIR", "LM_N_CONVENTION", "LM_C_CONVENTION", "LM_LOSS", "LM_BOOTSTRAP",
-       "LM_AT_FLOPS", "LM_EPOCH_CSV", "LM_START_STRIDE")
+       "LM_AT_FLOPS", "LM_EPOCH_CSV", "LM_START_STRIDE", "LM_HOLDOUT", "LM_MEMBERS")
 
 
 def execute(name: str, monkeypatch, **env: str) -> tuple[str, int]:
@@ -74,3 +75,36 @@ def test_reproduce_kaplan_on_a_synthetic_sweep(monkeypatch):
     alpha_d = float(re.search(r"L\(N, D\) alpha_D\s+([0-9.]+)", text).group(1))
     assert alpha_d == pytest.approx(0.103, abs=0.01)  # the law that made the data
     assert images == 4
+
+
+def backtest_rows(text: str) -> list[list[str]]:
+    """The rows of the backtest tables the notebook printed, split on whitespace."""
+    return [line.split() for line in text.splitlines() if line.startswith("approach")]
+
+
+def test_predictable_scaling(tmp_path, monkeypatch):
+    sweep = write_sweep(tmp_path / "sweep")
+    env = {"LM_SWEEP_DIR": str(sweep), "LM_BOOTSTRAP": "10"}
+    if EPOCH_CSV.exists():
+        env["LM_EPOCH_CSV"] = str(EPOCH_CSV)
+    else:
+        env["LM_EPOCH_CSV"] = str(tmp_path / "absent.csv")
+    text, images = execute("predictable_scaling.ipynb", monkeypatch, **env)
+    assert "37 runs, conventions {'n_convention': 'total', 'c_convention': '6ND'}" in text
+    rows = backtest_rows(text)
+    local = [row for row in rows if row[1] == "1e+17"]
+    assert [row[0] for row in local] == ["approach1", "approach2", "approach3"]
+    for row in local:  # the synthetic law, predicted from the 4 smaller budgets
+        assert row[2:6] == ["4", "budgets", "<=", "3e+16"]
+        assert abs(float(row[-2].rstrip("%"))) < 1.0
+    if not EPOCH_CSV.exists():
+        assert "Epoch AI extraction not found" in text and images == 1
+        return
+    assert "240 points, 134 of them in 9 IsoFLOP budgets" in text
+    chinchilla = [row for row in rows if row[1] in ("1e+21", "3e+21")]
+    assert [(row[0], row[1]) for row in chinchilla] == [
+        ("approach2", "1e+21"), ("approach2", "3e+21"), ("approach3", "1e+21"),
+        ("approach3", "3e+21")]
+    for row in chinchilla:  # fitted up to 6e20, both within 1.5% of the held-out minima
+        assert abs(float(row[-2].rstrip("%"))) < 1.5
+    assert images == 2
