@@ -61,6 +61,18 @@ def intervals(result: BootstrapResult) -> dict:
                           for name, i in result.intervals.items()}}
 
 
+def _power_law_drawings(label: str, fit, result: BootstrapResult | None, flops: np.ndarray,
+                        at_flops: np.ndarray, title: str) -> dict[str, Callable[[Path], object]]:
+    """The allocation plot and the residuals of N_opt at `flops` (the fitted budgets or the
+    envelope grid) against an approach-1 or approach-2 power law."""
+    return {
+        "allocation.png": lambda path: plots.allocation(
+            {label: result or fit}, flops_range(flops.min(), flops.max(), at_flops), path=path),
+        "residuals.png": lambda path: plots.residuals(
+            flops, fit.n_opt, allocate(fit, flops)[0], x_label=plots.C_LABEL[fit.c_convention],
+            title=title, path=path)}
+
+
 def _predictions(fit, result: BootstrapResult | None, at_flops: np.ndarray, extra: np.ndarray,
                  ratio: FlopsRatio) -> tuple[dict, dict]:
     """derived's allocation and loss_opt at `at_flops`, and the predictions at `extra`."""
@@ -87,7 +99,6 @@ def _predictions(fit, result: BootstrapResult | None, at_flops: np.ndarray, extr
 def approach1(runs: list[TrainingRun], options: Options, at_flops: np.ndarray,
               extra: np.ndarray) -> tuple[dict, dict]:
     """Approach 1 on training curves."""
-    finals = [float(plots.run_flops(run)[-1]) for run in runs]
     flops = np.concatenate([at_flops, extra])
     result = None
     if options.bootstrap:
@@ -105,13 +116,8 @@ def approach1(runs: list[TrainingRun], options: Options, at_flops: np.ndarray,
     if options.out is not None:
         report["plots"] = draw(options.out, {
             "loss_vs_compute.png": lambda path: plots.loss_vs_compute(runs, fit, path=path),
-            "allocation.png": lambda path: plots.allocation(
-                {"approach 1": result or fit},
-                flops_range(min(finals), max(finals), at_flops), path=path),
-            "residuals.png": lambda path: plots.residuals(
-                fit.flops, fit.n_opt, allocate(fit, fit.flops)[0],
-                x_label=plots.C_LABEL[fit.c_convention],
-                title="envelope N_opt against its power law", path=path)})
+            **_power_law_drawings("approach 1", fit, result, fit.flops, at_flops,
+                                  "envelope N_opt against its power law")})
     return report, predicted
 
 
@@ -143,13 +149,8 @@ def approach2(points: Points, options: Options, at_flops: np.ndarray,
         report["plots"] = draw(options.out, {
             "isoflop.png": lambda path: plots.isoflop_profiles(
                 points.N, points.loss, points.budget, fit, rtol=options.rtol, path=path),
-            "allocation.png": lambda path: plots.allocation(
-                {"approach 2": result or fit},
-                flops_range(fit.budgets.min(), fit.budgets.max(), at_flops), path=path),
-            "residuals.png": lambda path: plots.residuals(
-                fit.budgets, fit.n_opt, allocate(fit, fit.budgets)[0],
-                x_label=plots.C_LABEL[fit.c_convention],
-                title="IsoFLOP minima against their power law", path=path)})
+            **_power_law_drawings("approach 2", fit, result, fit.budgets, at_flops,
+                                  "IsoFLOP minima against their power law")})
     return report, predicted
 
 
