@@ -4,7 +4,7 @@ each budget's token counts D = C / (exact FLOPs per token). Still one learning r
 and the fixed 100-step warmup.
 
 Three budgets, 5e11, 1e12 and 2e12 exact FLOPs, four model sizes each from 3.4k to 200k
-non-embedding parameters. Part of experiments/studies/porian_cpu.py."""
+non-embedding parameters (one size up per budget). Part of experiments/studies/porian_cpu.py."""
 
 from pathlib import Path
 
@@ -14,5 +14,9 @@ from lm.config import call_python_file
 def get_sweep():
     sweep = call_python_file(Path(__file__).with_name("porian_cpu_i.py"), "get_sweep",
                              kind="sweep")
-    sweep.update(flops="exact", budgets=[5e11, 1e12, 2e12])
+    sweep.update(flops="exact", budgets=[5e11, 1e12, 2e12], model_sizes=[
+        [3.4e3, 12e3, 24e3, 50e3],
+        [12e3, 24e3, 50e3, 100e3],
+        [24e3, 50e3, 100e3, 200e3],
+    ])
     return sweep
