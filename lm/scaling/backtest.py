@@ -39,7 +39,7 @@ def point_budgets(budget: np.ndarray, C: np.ndarray) -> np.ndarray:
     return np.where(np.isfinite(budget), budget, C)
 
 
-def _budgets(budget: np.ndarray, C: np.ndarray) -> np.ndarray:
+def backtest_budgets(budget: np.ndarray, C: np.ndarray) -> np.ndarray:
     """The budgets a backtest holds out: IsoFLOP ones when there are any (nan elsewhere),
     else every point's compute."""
     return budget if np.isfinite(budget).any() else C
@@ -49,7 +49,7 @@ def split_largest(budget: np.ndarray, C: np.ndarray, k: int, *,
                   rtol: float = DEFAULT_RTOL) -> Holdout:
     """Hold out the `k` largest budgets (see the module docstring); ValueError naming
     --holdout-largest when fewer than 2 budgets would be left to fit."""
-    chosen = _budgets(budget, C)
+    chosen = backtest_budgets(budget, C)
     finite = np.isfinite(chosen)
     profiles = []
     for c, at in isoflop_profiles(chosen[finite], rtol):

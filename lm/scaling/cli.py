@@ -223,7 +223,7 @@ def _body(args: argparse.Namespace, data: FitData, options: Options) -> dict:
         if options.out is not None:
             body["plots"] = [str(options.out / "compare.png")]
             comparison(data.points, body["methods"], rtol=options.rtol,
-                       path=options.out / "compare.png")
+                       c_convention=options.c_convention, path=options.out / "compare.png")
         return body
     if args.method == "km":
         if at_flops is None:
@@ -234,7 +234,7 @@ def _body(args: argparse.Namespace, data: FitData, options: Options) -> dict:
         if options.out is not None:
             body["plots"].append(str(options.out / "backtest.png"))
             comparison(data.points, {args.method: body}, rtol=options.rtol,
-                       path=options.out / "backtest.png")
+                       c_convention=options.c_convention, path=options.out / "backtest.png")
         return body
     if at_flops is None:
         at_flops = np.array([largest_budget(data, args.method, options)])

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
-from lm.scaling.backtest import actual_loss, point_budgets
+from lm.scaling.backtest import actual_loss, backtest_budgets
 from lm.scaling.chinchilla import isoflop_profiles
 from lm.scaling.design import DEFAULT_RTOL
 from lm.scaling.plots import C_LABEL, _figure, _finish
@@ -34,16 +34,18 @@ def frontier_curve(body: Mapping, C: np.ndarray) -> np.ndarray | None:
 
 
 def comparison(points: Points, methods: Mapping[str, Mapping], *, rtol: float = DEFAULT_RTOL,
-               path: str | Path | None = None) -> Figure:
+               c_convention: str = "6ND", path: str | Path | None = None) -> Figure:
     """Per budget the runs' compute-optimal loss (parabola minimum or best run; held-out
     budgets ringed), each method's frontier, and its backtest predictions."""
     fig, (ax,) = _figure()
-    budgets = point_budgets(points.budget, points.C)
+    budgets = backtest_budgets(points.budget, points.C)
+    budgeted = np.isfinite(budgets)
     held = {row["budget"] for body in methods.values()
             for row in body.get("backtest", {}).get("rows", [])}
     observed = []
-    for c, at in isoflop_profiles(budgets, rtol):
-        observed.append((c, actual_loss(points.N[at], points.loss[at])[0]))
+    N, loss = points.N[budgeted], points.loss[budgeted]
+    for c, at in isoflop_profiles(budgets[budgeted], rtol):
+        observed.append((c, actual_loss(N[at], loss[at])[0]))
     c_obs, l_obs = (np.array(v) for v in zip(*observed))
     ax.plot(c_obs, l_obs, "ko", markersize=5, label="runs: each budget's optimum")
     ringed = np.isin(c_obs, list(held))
@@ -62,9 +64,8 @@ def comparison(points: Points, methods: Mapping[str, Mapping], *, rtol: float = 
                                                  [interval[1] - row["predicted"]]]
             ax.errorbar([row["budget"]], [row["predicted"]], yerr=err, fmt="s", color=color,
                         capsize=3, markersize=5)
-    conventions = {body.get("c_convention") for body in methods.values()} - {None}
     ax.set_xscale("log")
-    ax.set_xlabel(C_LABEL.get(next(iter(conventions), "6ND"), "C (FLOPs)"))
+    ax.set_xlabel(C_LABEL[c_convention])
     ax.set_ylabel("loss (nats/token)")
     ax.set_title("compute-optimal loss: runs and predictions")
     ax.legend(fontsize=7)
