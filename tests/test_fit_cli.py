@@ -173,7 +173,7 @@ def test_sweep_approach2_groups_by_budget_with_bootstrap(sweep, capsys):
     assert report["derived"]["at_flops"] == [pytest.approx(1e17)]  # the largest budget
     boot = report["bootstrap"]
     assert (boot["n_resamples"], boot["seed"], boot["level"], boot["unit"]) == (30, 3, 0.95,
-                                                                                "budget+point")
+                                                                                "budget+residual")
     a = boot["intervals"]["a"]
     assert a["estimate"] == report["params"]["a"] and a["lower"] < a["estimate"] < a["upper"]
     assert set(boot["intervals"]) == {"a", "n_coef", "b", "d_coef", "N_opt", "D_opt",

@@ -8,7 +8,12 @@ tokens per parameter (D_opt / N_opt) at the caller's compute budgets `at_flops`.
 - Approach 2 resamples at two levels: whole IsoFLOP budgets, then the points within each
   drawn budget, and refits each drawn budget's parabola (by the fit's own rules: a budget
   without a minimum, or unbracketed unless kept, drops out of that draw). Resampling budgets
-  alone treats each budget's minimum as exact and under-covers with few budgets. A draw with
+  alone treats each budget's minimum as exact and under-covers with few budgets. Points are
+  resampled through their residuals: each drawn budget keeps its sizes, and its losses are
+  its parabola's values plus residuals drawn from all budgets' (scaled by sqrt(n / (n - 3k))
+  for the k parabolas' fitted parameters). Drawing (N, loss) pairs instead fails with the
+  usual four or five sizes per budget: most draws then hold three distinct sizes, whose
+  parabola interpolates them exactly and whose minimum flies far outside the data. A draw with
   fewer than 2 distinct usable budgets is redrawn.
 - Approach 3 resamples points. Each refit starts from the full-data optimum plus
   `REFIT_STARTS`, a coarse 32-point subset of the default grid, instead of all 4,500 starts,
@@ -61,7 +66,7 @@ class BootstrapResult:
     """
 
     fit: Approach1Fit | Approach2Fit | Approach3Fit  # the full-data fit
-    unit: str  # what was resampled: "run", "budget+point" or "point"
+    unit: str  # what was resampled: "run", "budget+residual" or "point"
     n_resamples: int
     seed: int
     level: float
@@ -138,23 +143,48 @@ def bootstrap_approach1(runs: Sequence[TrainingRun], *, at_flops: ArrayLike, n_c
                       loss_opt, loss_full)
 
 
-def _redraw_budget(N: np.ndarray, loss: np.ndarray, log_d: np.ndarray | None, budget: float,
-                   keep_unbracketed: bool, rng: np.random.Generator
-                   ) -> tuple[float, float, float, float] | None:
-    """One budget's points resampled: (budget, N_opt, D_opt, loss_opt), or None when the
-    fit's rules would leave the resampled budget out."""
-    draw = rng.integers(0, N.size, N.size)
-    if np.unique(N[draw]).size < 3:
-        return None
-    minimum = budget_minimum(N[draw], loss[draw])
+@dataclass(frozen=True)
+class _Profile:
+    """One used IsoFLOP budget: its sizes, its parabola's values there, and (exact C) the
+    line of log D on log N that gives D_opt."""
+
+    budget: float
+    N: np.ndarray
+    fitted: np.ndarray
+    d_line: tuple[float, float] | None
+
+
+def _profiles(fit: Approach2Fit, N: np.ndarray, loss: np.ndarray, budget: np.ndarray,
+              log_d: np.ndarray | None, rtol: float) -> tuple[list[_Profile], np.ndarray]:
+    """The fit's used budgets and their pooled, df-scaled residuals."""
+    profiles, residuals = [], []
+    for c, at in isoflop_profiles(budget, rtol):
+        if c not in set(fit.budgets):
+            continue
+        x = np.log(N[at]) - np.log(N[at]).mean()
+        fitted = np.polyval(np.polyfit(x, loss[at], 2), x)
+        line = None if log_d is None else tuple(np.polyfit(np.log(N[at]), log_d[at], 1))
+        profiles.append(_Profile(c, N[at], fitted, line))
+        residuals.append(loss[at] - fitted)
+    residuals = np.concatenate(residuals)
+    dof = residuals.size - 3 * len(profiles)
+    return profiles, residuals * (np.sqrt(residuals.size / dof) if dof > 0 else 0.0)
+
+
+def _redraw_budget(profile: _Profile, residuals: np.ndarray, keep_unbracketed: bool,
+                   rng: np.random.Generator) -> tuple[float, float, float, float] | None:
+    """One budget with resampled residuals: (budget, N_opt, D_opt, loss_opt), or None when
+    the fit's rules would leave the redrawn budget out."""
+    loss = profile.fitted + rng.choice(residuals, profile.N.size)
+    minimum = budget_minimum(profile.N, loss)
     if not minimum.curvature > 0 or not (minimum.bracketed or keep_unbracketed):
         return None
-    if log_d is None:
-        return budget, minimum.n_opt, budget / (6.0 * minimum.n_opt), minimum.loss_opt
-    log_n = np.log(N[draw])
-    slope, intercept = np.polyfit(log_n, log_d[draw], 1)
-    return (budget, minimum.n_opt, float(np.exp(intercept + slope * np.log(minimum.n_opt))),
-            minimum.loss_opt)
+    if profile.d_line is None:
+        d_opt = profile.budget / (6.0 * minimum.n_opt)
+    else:
+        slope, intercept = profile.d_line
+        d_opt = float(np.exp(intercept + slope * np.log(minimum.n_opt)))
+    return profile.budget, minimum.n_opt, d_opt, minimum.loss_opt
 
 
 def bootstrap_approach2(N: ArrayLike, loss: ArrayLike, budget: ArrayLike, *, at_flops: ArrayLike,
@@ -168,7 +198,7 @@ def bootstrap_approach2(N: ArrayLike, loss: ArrayLike, budget: ArrayLike, *, at_
                         tokens=tokens, keep_unbracketed=keep_unbracketed, rtol=rtol)
     N, loss, budget = (np.asarray(v, dtype=float) for v in (N, loss, budget))
     log_d = None if tokens is None else np.log(np.asarray(tokens, dtype=float))
-    used = [at for c, at in isoflop_profiles(budget, rtol) if c in set(fit.budgets)]
+    profiles, residuals = _profiles(fit, N, loss, budget, log_d, rtol)
     rng = np.random.default_rng(seed)
     fits, attempts = [], 0
     while len(fits) < n_resamples:
@@ -176,13 +206,8 @@ def bootstrap_approach2(N: ArrayLike, loss: ArrayLike, budget: ArrayLike, *, at_
         if attempts > 20 * n_resamples:
             raise ValueError(f"approach 2 bootstrap: only {len(fits)} of {attempts} draws kept "
                              "2 usable budgets; the design is too thin for intervals")
-        rows = []
-        for i in rng.integers(0, len(used), len(used)):
-            at = used[i]
-            row = _redraw_budget(N[at], loss[at], None if log_d is None else log_d[at],
-                                 float(fit.budgets[i]), keep_unbracketed, rng)
-            if row is not None:
-                rows.append(row)
+        rows = [row for i in rng.integers(0, len(profiles), len(profiles))
+                if (row := _redraw_budget(profiles[i], residuals, keep_unbracketed, rng))]
         if len({row[0] for row in rows}) < 2:
             continue
         budgets, n_opt, d_opt, loss_opt = (np.array(column) for column in zip(*rows))
@@ -191,8 +216,8 @@ def bootstrap_approach2(N: ArrayLike, loss: ArrayLike, budget: ArrayLike, *, at_
         fits.append((n_coef, a, d_coef, b, fit_frontier(budgets, loss_opt, warn=False)))
     samples, n_opt, d_opt, loss_opt = _power_law_samples(fits, at_flops)
     loss_full = predict_loss_opt(fit, at_flops, frontier=frontier_of(fit, warn=False))
-    return _summarise(fit, "budget+point", n_resamples, seed, level, at_flops, samples, n_opt,
-                      d_opt, loss_opt, loss_full)
+    return _summarise(fit, "budget+residual", n_resamples, seed, level, at_flops, samples,
+                      n_opt, d_opt, loss_opt, loss_full)
 
 
 def bootstrap_approach3(N: ArrayLike, D: ArrayLike, loss: ArrayLike, *, at_flops: ArrayLike,
