@@ -6,6 +6,7 @@
     lm quickstart [--workdir runs/quickstart] [--config.train.steps=...]
     lm fit --csv FILE --n-col COL --c-col COL --loss-col COL --method approach3
     lm sweep plan|run|status|slurm --config experiments/sweeps/NAME.py --workdir DIR
+    lm sweep study --config experiments/studies/NAME.py --workdir DIR
 
 Bad input exits non-zero with one line naming the field or file.
 """

@@ -3,6 +3,7 @@ failed run stopping the study before fitting; a study on synthetic sweep results
 law, bracketed) whose backtest trains for real; and porian_ci end to end, rerun."""
 
 import copy
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -11,13 +12,15 @@ import numpy as np
 import pytest
 
 from lm.config import ConfigError
+from lm.scaling.cli import main as fit_main
 from lm.sweep.grid import expand, load_sweep
-from lm.sweep.results import read_results
+from lm.sweep import study_fit
+from lm.sweep.results import read_results, write_results
 from lm.sweep.runner import RunStatus
 from lm.sweep.study import StudyError, run_study
 from lm.sweep.study_backtest import BacktestPlan, check_plan, read_plan, write_plan
 from lm.sweep.study_file import load_study, parse_study
-from lm.sweep.study_fit import score
+from lm.sweep.study_fit import fit_step, predict, score
 from lm.sweep.tune import describe
 
 from tests.test_sweep_runner import corpus, data_overrides, lm_sweep  # noqa: F401 (fixtures)
@@ -255,20 +258,78 @@ def law_loss(spec) -> float:
     return E + A / spec.n_non_embedding ** 0.5 + B / spec.tokens ** 0.5 + worse
 
 
-def fake_done_runs(sweep_file: Path, workdir: Path, overrides) -> None:
+def fake_done_runs(sweep_file: Path, workdir: Path, overrides) -> list:
     """Every run of the sweep in `workdir` done (its final checkpoint's directory and a
-    metrics.jsonl with the law's loss) without training."""
-    for spec in expand(load_sweep(sweep_file), overrides, prepared_dir=str(workdir / "data")):
+    metrics.jsonl with the law's loss) without training; their specs."""
+    specs = expand(load_sweep(sweep_file), overrides, prepared_dir=str(workdir / "data"))
+    for spec in specs:
         steps = spec.config().train.steps
         run = workdir / "runs" / spec.name
         (run / "checkpoints" / str(steps)).mkdir(parents=True)
         loss = law_loss(spec)
         records = [{"step": steps, "kind": kind, "loss": loss} for kind in ("train", "eval")]
         (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    return specs
 
 
 def _row(cells) -> str:
     return "| " + " | ".join(cells) + " |"
+
+
+def _estimate(value: float, interval) -> str:
+    """A value as study.md shows it, with its interval when there is one."""
+    return f"{value:.3f}" + ("" if interval is None else f" ({interval[0]:.3f}–{interval[1]:.3f})")
+
+
+def _intervals_or_why(value: float, interval, warnings) -> None:
+    """An interval holds the estimate; without one (a design too thin to resample), a
+    warning says why."""
+    if interval is None:
+        assert any(w.startswith("no bootstrap intervals: ") for w in warnings)
+    else:
+        assert interval[0] - 1e-9 <= value <= interval[1] + 1e-9
+
+
+@pytest.fixture
+def law_sweep(tmp_path) -> tuple:
+    """porian_ci_iv's runs with the law's losses in tmp_path/sweep (results.csv written), and
+    step iv of the study."""
+    directory = tmp_path / "sweep"
+    specs = fake_done_runs(IV, directory, [])
+    write_results(directory, "isoflop", [(s, "done", directory / "runs" / s.name) for s in specs])
+    return directory, parse_study(study(), tmp_path / "study.py").step("iv")
+
+
+def test_a_failed_bootstrap_keeps_the_fit_without_intervals(law_sweep, monkeypatch):
+    directory, step = law_sweep
+    real = study_fit.method_report
+
+    def thin(method, data, options, at_flops):
+        if options.bootstrap:
+            raise ValueError("approach 2 bootstrap: too few usable draws")
+        return real(method, data, options, at_flops)
+
+    monkeypatch.setattr(study_fit, "method_report", thin)
+    record = fit_step(step, directory, "approach2", bootstrap=10, seed=0)
+    assert record["error"] is None and record["a_interval"] is record["b_interval"] is None
+    assert record["a"] > 0 and record["budgets_fitted"] == [6e9, 1.4e10]
+    assert "no bootstrap intervals: approach 2 bootstrap: too few usable draws" in record["warnings"]
+    prediction = predict("approach2", step, directory, 2.8e10, bootstrap=10, seed=0)
+    assert prediction["interval"] is None and prediction["loss_opt"] > 0
+
+
+def test_failed_fits_are_recorded_not_raised(law_sweep, monkeypatch):
+    directory, step = law_sweep
+    monkeypatch.setattr(study_fit, "method_report",
+                        lambda method, data, options, at_flops: ({"derived": {}}, {}))
+    record = fit_step(step, directory, "approach3", bootstrap=0, seed=0)
+    assert record["error"] == ("approach3's fitted law has no compute-optimal allocation (see its "
+                               "warnings), so it gives no exponent a, N_opt or loss")
+    assert (record["a"], record["budgets"], record["budgets_fitted"]) == (None, [6e9, 1.4e10], None)
+    wrong = dataclasses.replace(step, fit=dataclasses.replace(step.fit, members="train.lr=0.02"))
+    record = fit_step(wrong, directory, "approach2", bootstrap=0, seed=0)
+    assert record["error"].startswith("--members 'train.lr=0.02': no done run of ")
+    assert record["budgets"] == [] and record["notes"] == []
 
 
 def test_a_study_of_known_law_results_backtests_the_predicted_size(tmp_path, data_overrides,
@@ -295,12 +356,15 @@ def test_a_study_of_known_law_results_backtests_the_predicted_size(tmp_path, dat
         assert 3376 < low < 11872 and 6984 < high < 23712  # bracketed
         assert step["a"] == pytest.approx(np.log(high / low) / np.log(1.4e10 / 6e9))
         assert step["at_flops"] == 1.4e10 and step["N_opt"] == pytest.approx(high)
-        # Approach 2's bootstrap resamples the 3 sizes of each budget: too thin to draw from.
-        assert step["a_interval"] is None and any(
-            w.startswith("no bootstrap intervals: approach 2 bootstrap: only ")
-            and w.endswith("the design is too thin for intervals") for w in step["warnings"])
+        _intervals_or_why(step["a"], step["a_interval"], step["warnings"])
     assert iii["fit"]["members"] == "train.lr=0.01" and iii["a"] == pytest.approx(iv["a"])
     assert iii["loss_opt"] == pytest.approx(iv["loss_opt"] + 0.02)
+    # The reproduce commands: `lm fit` with step iv's options fits the same law.
+    fit_iv = record["commands"][2]
+    assert fit_iv[:3] == ["lm", "fit", "--sweep"] and "best" in fit_iv
+    assert fit_main(fit_iv[1:]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert (report["derived"]["a"], report["derived"]["N_opt"]) == (iv["a"], [iv["N_opt"]])
 
     backtest = record["backtest"]
     plan = read_plan(workdir / "backtest")
@@ -316,27 +380,25 @@ def test_a_study_of_known_law_results_backtests_the_predicted_size(tmp_path, dat
     assert run["N"] == best["n_non_embedding"] and abs(run["N"] / plan.n_opt - 1) <= 0.5
     assert run["hparams"] == {"train.lr": best["hp.train.lr"],
                               "train.warmup_steps": best["hp.train.warmup_steps"]}
-    assert methods["approach2"]["interval"] is None and methods["approach2"]["covered"] is None
     table = []
     for method in ("approach2", "approach3"):
         p = methods[method]
         assert p["error"] is None
         assert p["relative_error"] == (p["loss_opt"] - backtest["actual"]) / backtest["actual"]
-        predicted, covered = f"{p['loss_opt']:.3f}", "–"
-        if method == "approach3":
-            low, high = p["interval"]
-            assert p["covered"] == (low <= backtest["actual"] <= high)
-            predicted += f" ({low:.3f}–{high:.3f})"
-            covered = "yes" if p["covered"] else "no"
+        _intervals_or_why(p["loss_opt"], p["interval"], p["warnings"])
+        covered = None if p["interval"] is None else (
+            p["interval"][0] <= backtest["actual"] <= p["interval"][1])
+        assert p["covered"] == covered
         table.append(_row([method, "2.8e+10", f"{p['N_opt']:,.0f}", f"{run['N']:,.0f}",
-                           predicted, f"{backtest['actual']:.3f}", f"{p['relative_error']:+.1%}",
-                           covered]))
+                           _estimate(p["loss_opt"], p["interval"]), f"{backtest['actual']:.3f}",
+                           f"{p['relative_error']:+.1%}",
+                           {None: "–", True: "yes", False: "no"}[covered]]))
     text = (workdir / "study.md").read_text()
     assert text in out  # printed at the end
-    assert _row(["iv", "LR tuned per size", f"{iv['a']:.3f}", f"{iv['b']:.3f}", "2 of 2",
-                 str(len(iv["warnings"]))]) in text.splitlines()
+    assert _row(["iv", "LR tuned per size", _estimate(iv["a"], iv["a_interval"]),
+                 f"{iv['b']:.3f}", "2 of 2", str(len(iv["warnings"]))]) in text.splitlines()
     assert "\n".join(table) in text
-    assert f"- iv: {iv['warnings'][0]}" in text
+    assert all(f"- iv: {w}" in text for w in iv["warnings"])
     assert json.loads((workdir / "study.json").read_text()) == record
 
     # A rerun trains nothing and writes the same record; a changed backtest is refused.
@@ -354,7 +416,7 @@ def test_a_study_of_known_law_results_backtests_the_predicted_size(tmp_path, dat
 
 # ---------------------------------------------------------------- porian_ci end to end
 
-def test_porian_ci_end_to_end_and_rerun(tmp_path, data_overrides):
+def test_porian_ci_end_to_end_and_rerun(tmp_path, data_overrides, capsys):
     workdir = tmp_path / "porian_ci"
     code, out = lm_sweep("study", "--config", str(PORIAN_CI), "--workdir", str(workdir),
                          "--parallel", "2", *data_overrides)
@@ -379,6 +441,17 @@ def test_porian_ci_end_to_end_and_rerun(tmp_path, data_overrides):
             assert f"- {step['name']} failed: {step['error']}" in text
         else:
             assert step["a_interval"][0] <= step["a"] <= step["a_interval"][1]
+    for step, command in zip(record["steps"], record["commands"][1:]):  # reproduce each fit
+        assert command[:4] == ["lm", "fit", "--sweep", step["sweep_dir"]]
+        capsys.readouterr()
+        if step["error"]:
+            with pytest.raises(SystemExit) as exit:
+                fit_main(command[1:])
+            assert exit.value.code == 2
+            assert capsys.readouterr().err == f"lm fit: error: {step['error']}\n"
+        elif step["a_interval"] is not None:
+            assert fit_main(command[1:]) == 0
+            assert json.loads(capsys.readouterr().out)["derived"]["a"] == step["a"]
     backtest, iv = record["backtest"], record["steps"][3]
     assert (backtest["budget"], backtest["largest_budget"]) == (2.8e10, 1.4e10)
     if iv["error"]:

@@ -1,14 +1,13 @@
 """porian_ci_i: step (i) of the CI-sized Porian et al. (2024) ablation
-(experiments/studies/porian_ci.py): one learning rate and a long fixed warmup, with
-D = C / 6N and N the non-embedding count (Kaplan-like). 2 IsoFLOP budgets x 3 model sizes
-(7k, 12k and 24k non-embedding parameters, vocabulary 512), batches of 32 x 64 tokens.
-For tests and smoke runs of `lm sweep study`, not for conclusions: 41 to 280 steps per run
-(6N leaves out the head's FLOPs, which dominate at this size, so D is 3-5x what steps
-(ii)-(iv) give these budgets).
+(experiments/studies/porian_ci.py): one learning rate and a long fixed warmup (8 steps, 80%
+of step (ii)'s shortest run), D = C / 6N with N the non-embedding count (Kaplan-like).
+2 IsoFLOP budgets x 3 model sizes (3.4k, 7k and 12k non-embedding parameters at 6e9 FLOPs,
+7k, 12k and 24k at 1.4e10; vocabulary 512), batches of 32 x 64 tokens: 42 to 164 steps per
+run, since 6N leaves out the embedding and head FLOPs that dominate at this size (steps
+(ii)-(iv) give the same budgets 3-6x fewer tokens). For tests and smoke runs of
+`lm sweep study`, not for fitting.
 
 porian_ci_ii and porian_ci_iv start from this file's base, budgets and sizes."""
-
-WARMUP_STEPS = 8  # fixed for every run: 80% of the shortest run of step (ii)
 
 
 def get_sweep():
@@ -16,9 +15,8 @@ def get_sweep():
         "base": {
             "model": {"vocab_size": 512, "max_seq_len": 64, "tie_embeddings": True},
             "data": {"seq_len": 64},
-            "train": {"batch_size": 32, "lr": 1e-2, "warmup_steps": WARMUP_STEPS,
-                      "eval_every": 1000, "eval_batches": 2, "checkpoint_every": 1000,
-                      "keep_last": 1},
+            "train": {"batch_size": 32, "lr": 1e-2, "warmup_steps": 8, "eval_every": 1000,
+                      "eval_batches": 2, "checkpoint_every": 1000, "keep_last": 1},
         },
         "kind": "isoflop",
         "n_kind": "non_embedding",

@@ -1,7 +1,7 @@
 """porian_ci_ii: step (ii) of the CI-sized Porian et al. (2024) ablation
 (experiments/studies/porian_ci.py): porian_ci_i with the head's FLOPs counted in C, that is
 D = C / (exact training FLOPs per token, Chinchilla appendix F); the same budgets, sizes,
-learning rate and fixed warmup. 15 to 56 steps per run."""
+learning rate and fixed warmup. 10 to 33 steps per run."""
 
 from pathlib import Path
 

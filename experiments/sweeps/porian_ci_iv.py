@@ -1,8 +1,8 @@
 """porian_ci_iv: steps (iii) and (iv) of the CI-sized Porian et al. (2024) ablation
 (experiments/studies/porian_ci.py): porian_ci_ii with the warmup scaled to the model, N
-tokens (Porian et al.'s rule; 3, 6 and 12 steps here), and the learning rate tuned per
-point over two values. Step (iii) fits the members at porian_ci_i's learning rate (1e-2),
-step (iv) each point's best member. 12 runs of 15 to 56 steps."""
+tokens (Porian et al.'s rule: 2 to 12 steps here), and the learning rate tuned per point
+over two values. Step (iii) fits the members at porian_ci_i's learning rate (1e-2), step
+(iv) each point's best member. 12 runs of 10 to 33 steps."""
 
 from pathlib import Path
 

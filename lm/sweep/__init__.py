@@ -7,5 +7,8 @@
     results.py  results.csv and curves.csv, and `read_results`
     status.py   `lm sweep status`'s report (a tuned sweep's best member per point)
     slurm.py    a Slurm job array, one task per run
-    cli.py      `lm sweep plan | run | status | slurm`
+    study.py    `lm sweep study`: several sweeps, a fit per step, a backtest run (study files
+                in study_file.py; fits in study_fit.py; the backtest sweep in
+                study_backtest.py; study.md in study_report.py)
+    cli.py      `lm sweep plan | run | status | slurm | study`
 """

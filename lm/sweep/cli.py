@@ -5,9 +5,12 @@
     lm sweep status --workdir DIR
     lm sweep slurm  --config FILE --workdir DIR [--partition P --time T --gpus-per-node G
                     --nodes N] [--submit] [--config.S.F=V ...]
+    lm sweep study  --config experiments/studies/NAME.py --workdir DIR [--parallel K]
+                    [--config.S.F=V ...]
 
-`--config.S.F=V` overrides apply to every run (fields the sweep plans are refused).
-`run` exits 1 when any run failed.
+`--config.S.F=V` overrides apply to every run (fields the sweep plans are refused; a study
+applies them to every sweep and its backtest). `run` exits 1 when any run failed, `study`
+when a run failed or is not done (before fitting); rerunning either resumes.
 """
 
 from __future__ import annotations
@@ -46,6 +49,16 @@ def _status(args: argparse.Namespace, overrides: list[str]) -> None:
     print(status_report(Path(args.workdir)))
 
 
+def _study(args: argparse.Namespace, overrides: list[str]) -> None:
+    from lm.sweep.study import StudyError, run_study
+
+    try:
+        run_study(Path(args.config), Path(args.workdir), overrides, parallel=args.parallel)
+    except StudyError as err:
+        print(f"lm sweep study: error: {err}", file=sys.stderr)
+        raise SystemExit(1)
+
+
 def _slurm(args: argparse.Namespace, overrides: list[str]) -> None:
     from lm.sweep.runner import prepare, statuses
     from lm.sweep.slurm import SlurmOptions, submit, write_job
@@ -70,7 +83,7 @@ def _slurm(args: argparse.Namespace, overrides: list[str]) -> None:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add `sweep` and its subcommands (plan, run, status, slurm) to the `lm` parser; each
+    """Add `sweep` and its subcommands (plan, run, status, slurm, study) to the `lm` parser; each
     sets `run(args, overrides)` like the other `lm` commands."""
     sweep = subparsers.add_parser("sweep", help="plan, run and inspect scaling-law sweeps",
                                   description=__doc__,
@@ -100,3 +113,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     slurm.add_argument("--nodes", type=int, default=1, help="nodes per run (multi-host training)")
     slurm.add_argument("--submit", action="store_true", help="submit the script with sbatch")
     slurm.set_defaults(run=_slurm)
+
+    study = commands.add_parser("study", help="run a study: several sweeps, a fit per step and "
+                                "a backtest run (resumable)")
+    study.add_argument("--config", required=True, help="study file with get_study()")
+    study.add_argument("--workdir", required=True, help="study directory; rerunning resumes")
+    study.add_argument("--parallel", type=int, default=1, help="runs trained at once (default 1)")
+    study.set_defaults(run=_study)

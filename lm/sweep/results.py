@@ -30,7 +30,7 @@ import csv
 import io
 import math
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterable, Sequence
 
 from lm.config import apply_overrides, default_config
 from lm.files import atomic_write
@@ -63,12 +63,18 @@ def final_train_loss(losses: Sequence[float]) -> float:
     return sum(losses[-count:]) / count
 
 
+def hparam_fields(fields: Iterable[str]) -> tuple[str, ...]:
+    """The fields with an hp.* column in results.csv when a sweep's rules and tune set
+    `fields`: train.lr and train.warmup_steps always, then every other field of `fields`
+    that has no column of its own, in order."""
+    return (*_HPARAMS, *dict.fromkeys(f for f in fields if f not in _HPARAMS + _HAVE_COLUMNS))
+
+
 def result_columns(specs: Sequence[RunSpec]) -> tuple[str, ...]:
     """results.csv's columns for a sweep's runs: RESULT_COLUMNS, then an hp.* column for
     every other field their rules or tune set that has no column of its own."""
-    fields = dict.fromkeys(f for spec in specs for f in spec.hparams
-                           if f not in _HPARAMS + _HAVE_COLUMNS)
-    return (*RESULT_COLUMNS, *(HPARAM_PREFIX + f for f in fields))
+    fields = hparam_fields(f for spec in specs for f in spec.hparams)
+    return (*UNTUNED_RESULT_COLUMNS, "point", "best", *(HPARAM_PREFIX + f for f in fields))
 
 
 def selection_loss(rows: Sequence[dict[str, Any]]) -> str:
