@@ -1,4 +1,5 @@
-"""Atomic file writes: readers never see a partial file, a crash leaves the old one."""
+"""Atomic file writes (readers never see a partial file, a crash leaves the old one), and
+`json_safe` for the JSON records written with them."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import os
 import secrets
 from pathlib import Path
 from typing import Any, BinaryIO, Iterator
+
+import numpy as np
 
 
 @contextlib.contextmanager
@@ -37,3 +40,19 @@ def write_json_atomic(obj: Any, path: Path) -> None:
     """Write `obj` as indented JSON to `path` atomically."""
     with atomic_write(path) as f:
         f.write((json.dumps(obj, indent=2) + "\n").encode("utf-8"))
+
+
+def json_safe(value: Any) -> Any:
+    """`value` for json.dumps(allow_nan=False): arrays and tuples as lists, numpy scalars as
+    Python's, non-finite floats as None, paths as strings."""
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return [json_safe(v) for v in value]
+    if isinstance(value, (float, np.floating)):
+        return float(value) if np.isfinite(value) else None
+    if isinstance(value, (np.integer, np.bool_)):
+        return value.item()
+    if isinstance(value, Path):
+        return str(value)
+    return value

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from lm.files import json_safe
 from lm.scaling import km_report
 from lm.scaling.compare_plot import comparison
 from lm.scaling.design import (DEFAULT_RTOL, IdentifiabilityWarning, check_loss_varies,
@@ -200,21 +201,6 @@ def _six_nd_note(args: argparse.Namespace) -> list[str]:
             "and token, derived.flops_ratio)"]
 
 
-# ---------------------------------------------------------------- JSON pieces
-
-def _jsonable(value):
-    """Floats, lists and dicts for json.dumps: arrays become lists, non-finite numbers null."""
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple, np.ndarray)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, (float, np.floating)):
-        return float(value) if np.isfinite(value) else None
-    if isinstance(value, (np.integer, np.bool_)):
-        return value.item()
-    return value
-
-
 def _body(args: argparse.Namespace, data: FitData, options: Options) -> dict:
     at_flops = None if args.at_flops is None else np.array(args.at_flops, dtype=float)
     k = args.holdout_largest
@@ -274,7 +260,7 @@ def fit_report(args: argparse.Namespace) -> dict:
     report = {"method": args.method, **options.conv, "source": source,
               "notes": notes + _six_nd_note(args), **body,
               "warnings": list(dict.fromkeys(messages))}
-    return _jsonable(report)
+    return json_safe(report)
 
 
 def _tables(report: dict) -> str:

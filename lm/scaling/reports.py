@@ -17,7 +17,7 @@ import numpy as np
 from lm.scaling import plots
 from lm.scaling.bootstrap import (BootstrapResult, bootstrap_approach1, bootstrap_approach2,
                                   bootstrap_approach3)
-from lm.scaling.chinchilla import (Approach1Fit, Approach2Fit, Approach3Fit, TrainingRun,
+from lm.scaling.chinchilla import (Approach2Fit, Approach3Fit, TrainingRun,
                                    allocate, fit_approach1, fit_approach2, fit_approach3, predict)
 from lm.scaling.prediction import (SIX_ND, FlopsRatio, fit_flops_ratio, frontier_of,
                                    predict_loss_opt)

@@ -74,13 +74,13 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from lm.config import ConfigError
-from lm.files import atomic_write, write_json_atomic
+from lm.files import atomic_write, json_safe, write_json_atomic
 from lm.sweep.grid import expand, load_sweep
 from lm.sweep.runner import RUNS_DIR, STDERR_LOG, RunStatus, run_sweep, stderr_tail
 from lm.sweep.study_backtest import (PLAN_FILE, BacktestPlan, check_plan, read_plan,
                                      trained_run, write_plan)
 from lm.sweep.study_file import Step, Study, load_study
-from lm.sweep.study_fit import fit_step, json_safe, predict, score
+from lm.sweep.study_fit import fit_step, predict, score
 from lm.sweep.study_report import study_markdown
 
 SWEEPS_DIR = "sweeps"

@@ -7,32 +7,16 @@ from __future__ import annotations
 import dataclasses
 import warnings
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
+from lm.files import json_safe
 from lm.scaling.chinchilla import isoflop_profiles
 from lm.scaling.design import IdentifiabilityWarning
 from lm.scaling.fit_job import FitData, largest_budget, method_report
 from lm.scaling.reports import Options
 from lm.scaling.table import Points, sweep_points
 from lm.sweep.study_file import Step
-
-
-def json_safe(value: Any) -> Any:
-    """`value` for json.dumps: arrays and tuples as lists, numpy scalars as Python's,
-    non-finite floats as None, paths as strings."""
-    if isinstance(value, dict):
-        return {str(k): json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple, np.ndarray)):
-        return [json_safe(v) for v in value]
-    if isinstance(value, (float, np.floating)):
-        return float(value) if np.isfinite(value) else None
-    if isinstance(value, (np.integer, np.bool_)):
-        return value.item()
-    if isinstance(value, Path):
-        return str(value)
-    return value
 
 
 def _messages(caught: list[warnings.WarningMessage]) -> list[str]:
