@@ -92,3 +92,14 @@ def test_loss_opt_in_the_report(tmp_path, capsys):
     assert "frontier" in fit(capsys, *common, "--method", "approach2")["derived"]
     plain = fit(capsys, *common, "--method", "approach3")
     assert "loss_opt_interval" not in plain["derived"]
+
+
+def test_a_law_without_a_finite_loss_predicts_nan():
+    """A bootstrap draw can end on a law that is nan everywhere on the IsoFLOP line; its
+    prediction is nan (and left out of the interval), not an error."""
+    assert np.isnan(approach3_loss_opt(np.nan, 1.0, 1.0, 0.3, 0.3, 1e20))
+    from lm.scaling.bootstrap import percentile_interval
+    samples = np.array([[1.0, np.nan], [2.0, np.nan], [np.nan, np.nan], [3.0, np.nan]])
+    interval = percentile_interval(np.array([2.0, 1.0]), samples, 0.5)
+    assert interval.lower[0] == pytest.approx(1.5) and interval.upper[0] == pytest.approx(2.5)
+    assert np.isnan(interval.lower[1]) and np.isnan(interval.upper[1])

@@ -77,8 +77,13 @@ class BootstrapResult:
 
 def percentile_interval(estimate: float | np.ndarray, samples: np.ndarray,
                         level: float) -> Interval:
-    """Interval between the (1 - level)/2 and (1 + level)/2 quantiles of `samples` along axis 0."""
-    lower, upper = np.percentile(samples, [50 * (1 - level), 50 * (1 + level)], axis=0)
+    """Interval between the (1 - level)/2 and (1 + level)/2 quantiles of `samples` along axis 0,
+    over the resamples that give a number (a draw whose law has no compute-optimal allocation
+    gives nan there); nan where none does."""
+    samples = np.asarray(samples, dtype=float)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # an all-nan column: a nan interval
+        lower, upper = np.nanpercentile(samples, [50 * (1 - level), 50 * (1 + level)], axis=0)
     if np.ndim(estimate) == 0:
         return Interval(float(estimate), float(lower), float(upper))
     return Interval(np.asarray(estimate), lower, upper)

@@ -117,8 +117,11 @@ def approach3_loss_opt(E: float, A: float, B: float, alpha: float, beta: float, 
 
     # N from 1 parameter to C / 6, which leaves about one token
     grid = np.linspace(0.0, np.log(C / 6.0), 401)
-    values = loss_at(grid)
-    i = int(np.nanargmin(values))
+    with np.errstate(invalid="ignore"):
+        values = loss_at(grid)
+    if not np.isfinite(values).any():  # a bootstrap draw's law with no finite loss here
+        return float("nan")
+    i = int(np.nanargmin(np.where(np.isfinite(values), values, np.nan)))
     best = minimize_scalar(lambda x: float(loss_at(x)), method="bounded",
                            bounds=(grid[max(i - 1, 0)], grid[min(i + 1, grid.size - 1)]),
                            options={"xatol": 1e-9})
