@@ -293,19 +293,25 @@ def test_approach2_groups_budgets_within_a_tolerance():
     exact = fit_approach2(N, loss, C, **CONV)
     fit = fit_approach2(N, loss, jittered, **CONV)
     assert fit.budgets == pytest.approx(budgets, rel=1e-11) and fit.a == pytest.approx(exact.a)
-    with pytest.raises(ValueError, match="budget 1e\\+18 has 1 distinct N values"):
+    with pytest.warns(IdentifiabilityWarning), pytest.raises(
+            ValueError, match="budget: 0 usable IsoFLOP budget\\(s\\) of 20; the power laws need "
+                              "at least 2 \\(left out: budget 1e\\+18 has 1 distinct N value\\(s\\); "
+                              ".*; and 17 more\\)"):
         fit_approach2(N, loss, jittered, rtol=0.0, **CONV)
     spread = C * np.tile([0.996, 0.998, 1.0, 1.002, 1.004], 4)  # read off a figure
     assert fit_approach2(N, loss, spread, **CONV).budgets.size == 4
-    with pytest.raises(ValueError, match="budget 1e\\+18 \\(5 values within 1%\\) has 1 "
-                                         "distinct N values"):
-        fit_approach2(np.full(N.size, 1e9), loss, spread, **CONV)
+    with pytest.warns(IdentifiabilityWarning, match="budget 1e\\+18 \\(5 values within 1%\\) "
+                                                    "has 1 distinct N value\\(s\\); a parabola in "
+                                                    "log N needs at least 3, so it is left out"):
+        with pytest.raises(ValueError, match="budget: 0 usable IsoFLOP budget"):
+            fit_approach2(np.full(N.size, 1e9), loss, spread, **CONV)
 
 
 def test_approach2_bad_inputs():
     N, D, C, loss = isoflop_design(np.logspace(18, 21, 3), 5, 0.0)
-    with pytest.raises(ValueError, match="budget 1e\\+18 has 2 distinct N values"):
-        fit_approach2(N[3:], loss[3:], C[3:], **CONV)
+    with pytest.warns(IdentifiabilityWarning, match="budget 1e\\+18 has 2 distinct N value\\(s\\)"):
+        thin = fit_approach2(N[3:], loss[3:], C[3:], **CONV)  # left out, the others fitted
+    assert thin.excluded_budgets == (1e18,) and thin.budgets.size == 2
     with pytest.raises(ValueError, match="tokens is only used with c_convention='exact'"):
         fit_approach2(N, loss, C, tokens=D, **CONV)
     with pytest.raises(ValueError, match="tokens is required"):

@@ -241,8 +241,9 @@ def fit_approach2(N: ArrayLike, loss: ArrayLike, budget: ArrayLike, *, n_convent
     c_convention="6ND", D_opt = C / (6 N_opt); under "exact", `tokens` is required and D_opt
     comes from a linear fit of log D on log N within the budget.
 
-    A budget is left out of the power laws, with an IdentifiabilityWarning naming it, when its
-    parabola opens downward (no minimum) or, unless `keep_unbracketed`, when its minimum lies
+    A budget is left out of the power laws, with an IdentifiabilityWarning naming it, when it
+    has fewer than 3 distinct N, when its parabola opens downward (no minimum) or, unless
+    `keep_unbracketed`, when its minimum lies
     outside the sampled N: such a minimum is an extrapolation, and one of them can move the
     exponent far from what the data support. Kept unbracketed budgets also warn.
     """
@@ -266,8 +267,14 @@ def fit_approach2(N: ArrayLike, loss: ArrayLike, budget: ArrayLike, *, n_convent
         same = f" ({at.sum()} values within {rtol:.0%})" if np.unique(budget[at]).size > 1 else ""
         log_n = np.log(N[at])
         if np.unique(log_n).size < 3:
-            raise ValueError(f"budget {c:.4g}{same} has {np.unique(log_n).size} distinct N "
-                             "values; a parabola in log N needs at least 3")
+            reason = (f"budget {c:.4g}{same} has {np.unique(log_n).size} distinct N value(s); a "
+                      "parabola in log N needs at least 3, so it is left out (budgets within "
+                      f"rtol={rtol:g} are one: widen it, --budget-rtol, or name each point's "
+                      "budget, --budget-col)")
+            warnings.warn(reason, IdentifiabilityWarning, stacklevel=2)
+            excluded.append(c)
+            reasons.append(reason)
+            continue
         fit = budget_minimum(N[at], loss[at])
         if not fit.curvature > 0:
             reason = (f"budget {c:.4g}: the parabola in log N opens downward (curvature "
@@ -295,9 +302,11 @@ def fit_approach2(N: ArrayLike, loss: ArrayLike, budget: ArrayLike, *, n_convent
         kept_used.append(at)
         rows.append((c, fit.n_opt, d_opt, fit.loss_opt))
     if len(rows) < 2:
+        shown = "; ".join(reasons[:3]) + (f"; and {len(reasons) - 3} more" if len(reasons) > 3
+                                          else "")
         raise ValueError(f"budget: {len(rows)} usable IsoFLOP budget(s) of "
                          f"{len(profiles)}; the power laws need at least 2"
-                         + (f" (left out: {'; '.join(reasons)})" if reasons else ""))
+                         + (f" (left out: {shown})" if reasons else ""))
     budgets, n_opt, d_opt, loss_opt = (np.array(column) for column in zip(*rows))
     n_coef, a = fit_power_law(budgets, n_opt)
     d_coef, b = fit_power_law(budgets, d_opt)
