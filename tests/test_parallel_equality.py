@@ -26,8 +26,9 @@ SCRIPT = r'''
 import contextlib, json, sys
 import jax, jax.numpy as jnp, numpy as np
 from lm.config import default_config
-from lm.model.sharding import use_mesh_rules
-from lm.parallel.rules import batch_sharding, shard_params_init, train_state_shardings
+from lm.parallel.sharding import use_mesh_rules
+from lm.model.sharded_init import shard_params_init
+from lm.parallel.rules import batch_sharding, train_state_shardings
 from lm.parallel.setup import parallelism_from_config
 from lm.train.loop import build_model
 from lm.train.optim import make_optimizer

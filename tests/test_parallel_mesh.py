@@ -4,10 +4,11 @@ import jax
 import pytest
 from jax.sharding import AbstractMesh, AxisType, PartitionSpec as P
 
-from lm.model.sharding import logical_to_spec
+from lm.parallel.sharding import logical_to_spec
 from lm.parallel.mesh import MESH_AXES, make_mesh, resolve_axis_sizes
-from lm.parallel.rules import DEFAULT_RULES, abstract_model, batch_sharding, check_batch_divisible, \
-    divisible_spec, param_shardings
+from lm.model.sharded_init import abstract_model
+from lm.parallel.rules import DEFAULT_RULES, batch_sharding, check_batch_divisible, divisible_spec, \
+    param_shardings
 from tests.helpers import tiny_model_config
 
 

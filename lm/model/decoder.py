@@ -11,7 +11,7 @@ from flax import nnx
 
 from lm.config import head_dim
 from lm.model.layers import MLP, Attention, KVCache, RMSNorm, logical_param, project
-from lm.model.sharding import constrain
+from lm.parallel.sharding import constrain
 from lm.parallel.pipeline import Pipeline, run_pipeline
 
 REMAT_POLICIES = {

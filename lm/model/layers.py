@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from lm.model.sharding import constrain
+from lm.parallel.sharding import constrain
 
 Initializer = Callable[..., jax.Array]
 

@@ -12,7 +12,7 @@ Axis types: the mesh is built with `AxisType.Auto` on every axis, deliberately.
 `jax.make_mesh` defaults to `AxisType.Explicit` in jax 0.10, where shardings are part of
 the array types and every op must agree on them (mismatches are errors, not silent
 resharding). This framework instead places arrays with `jit` in/out shardings and hints
-activations with `with_sharding_constraint` (`lm.model.sharding.constrain`), leaving the
+activations with `with_sharding_constraint` (`lm.parallel.sharding.constrain`), leaving the
 rest to the GSPMD/Shardy partitioner -- the Auto mode -- so the model code stays
 sharding-agnostic and runs unchanged on one device.
 """

@@ -33,7 +33,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lm.model.sharding import active_axes, constrain
+from lm.parallel.sharding import active_axes, constrain
 
 StageFn = Callable[[Any, jax.Array, jax.Array, jax.Array], jax.Array]
 

@@ -25,8 +25,7 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from lm.config import default_config
-from lm.model.decoder import Decoder
-from lm.model.sharding import Rules, logical_to_spec
+from lm.parallel.sharding import Rules, logical_to_spec
 
 def rules_from_config(rules: ml_collections.ConfigDict | Mapping[str, Sequence[str]],
                       ) -> dict[str, str | tuple[str, ...] | None]:
@@ -57,11 +56,6 @@ def divisible_spec(shape: Sequence[int], names: Sequence[str | None], mesh: Mesh
     return PartitionSpec(*entries)
 
 
-def abstract_model(m: ml_collections.ConfigDict, seed: int = 0) -> nnx.Module:
-    """The Decoder with shape-only parameters (and their logical-name metadata)."""
-    return nnx.eval_shape(lambda: Decoder(m, rngs=nnx.Rngs(seed)))
-
-
 def param_shardings(model: nnx.Module | nnx.State, mesh: Mesh, rules: Rules = DEFAULT_RULES) -> Any:
     """NamedShardings matching the pure-dict params (`nnx.state(model).to_pure_dict()`).
 
@@ -86,24 +80,6 @@ def param_shardings(model: nnx.Module | nnx.State, mesh: Mesh, rules: Rules = DE
 
 def replicated(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, PartitionSpec())
-
-
-def shard_params_init(m: ml_collections.ConfigDict, seed: int, mesh: Mesh,
-                      rules: Rules = DEFAULT_RULES) -> tuple[nnx.GraphDef, Any, Any]:
-    """Like `lm.train.loop.build_model`, but each parameter is created already sharded.
-
-    The init is jitted with `out_shardings`, so each device computes only its own shards
-    (threefry RNG is partitionable) and no device ever holds the whole model. Returns
-    (graphdef, params, param_shardings); the values equal `build_model(m, seed)`'s.
-    """
-    abstract = abstract_model(m, seed)
-    graphdef, _ = nnx.split(abstract)
-    shardings = param_shardings(abstract, mesh, rules)
-
-    def init() -> Any:
-        return nnx.state(Decoder(m, rngs=nnx.Rngs(seed))).to_pure_dict()
-
-    return graphdef, jax.jit(init, out_shardings=shardings)(), shardings
 
 
 def opt_state_shardings(optimizer: optax.GradientTransformation, params: Any, shardings: Any,

@@ -15,7 +15,7 @@ import ml_collections
 from jax.sharding import Mesh
 
 from lm.config import ConfigError
-from lm.model.sharding import Rules
+from lm.parallel.sharding import Rules
 from lm.parallel.mesh import make_mesh
 from lm.parallel.pipeline import Pipeline, PipelineError
 from lm.parallel.rules import batch_ways, check_batch_divisible, rules_from_config

@@ -23,9 +23,10 @@ from lm.data.loader import eval_batches
 from lm.data.prefetch import prefetch
 from lm.files import write_json_atomic
 from lm.model.decoder import Decoder
-from lm.model.sharding import use_mesh_rules
+from lm.parallel.sharding import use_mesh_rules
 from lm.parallel.distributed import barrier, is_main_process
-from lm.parallel.rules import batch_sharding, shard_params_init, train_state_shardings
+from lm.model.sharded_init import shard_params_init
+from lm.parallel.rules import batch_sharding, train_state_shardings
 from lm.parallel.setup import parallelism_from_config
 from lm.plots import plot_loss
 from lm.scaling.counts import mfu_flops_per_token, param_counts

@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 
 from lm.model.layers import project
-from lm.model.sharding import constrain
+from lm.parallel.sharding import constrain
 
 
 def cross_entropy_sums(logits_BxLxV: jax.Array, targets_BxL: jax.Array,

@@ -27,8 +27,9 @@ import jax.numpy as jnp
 import ml_collections
 from flax import nnx
 
-from lm.model.sharding import use_mesh_rules
-from lm.parallel.rules import abstract_model, batch_sharding, param_shardings, train_state_shardings
+from lm.parallel.sharding import use_mesh_rules
+from lm.model.sharded_init import abstract_model
+from lm.parallel.rules import batch_sharding, param_shardings, train_state_shardings
 from lm.parallel.setup import parallelism_from_config
 from lm.scaling.counts import param_counts
 from lm.train.optim import make_optimizer
