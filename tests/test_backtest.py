@@ -42,11 +42,17 @@ def test_actual_loss_is_the_parabola_minimum_when_bracketed():
 def test_rows():
     N, _, C, loss = isoflop_design([1e18, 1e19, 1e20], 7, 0.0)
     split = split_largest(C, C, 1)
-    rows = backtest_rows(split, N, loss, np.array([3.0]), np.array([2.9]), np.array([3.1]))
-    (row,) = rows
-    assert row["budget"] == 1e20 and row["n_points"] == 7
-    assert row["relative_error"] == pytest.approx((3.0 - row["actual"]) / row["actual"])
-    assert row["covered"] == (2.9 <= row["actual"] <= 3.1)
+    actual, source = actual_loss(N[C == 1e20], loss[C == 1e20])
+    rows = backtest_rows(split, N, loss, np.array([1.01 * actual]),
+                         np.array([actual - 0.1]), np.array([actual + 0.1]))
+    assert rows == [{"budget": 1e20, "n_points": 7, "predicted": pytest.approx(1.01 * actual),
+                     "actual": actual, "actual_from": "parabola minimum",
+                     "relative_error": pytest.approx(0.01),
+                     "interval": [pytest.approx(actual - 0.1), pytest.approx(actual + 0.1)],
+                     "covered": True}]
+    missed = backtest_rows(split, N, loss, np.array([1.01 * actual]),
+                           np.array([actual + 0.001]), np.array([actual + 0.1]))
+    assert missed[0]["covered"] is False
     assert "covered" not in backtest_rows(split, N, loss, np.array([3.0]))[0]
 
 

@@ -12,8 +12,7 @@ from lm.scaling.chinchilla import fit_approach2, fit_approach3, load_epoch_chinc
 from lm.scaling.design import IdentifiabilityWarning, group_close
 from lm.scaling.laws import chinchilla_loss
 from lm.scaling.optimise import batched_bfgs
-from tests.test_chinchilla import (A_TRUE, CONV, EPOCH_CSV, SMALL_GRID, TRUE, isoflop_design,
-                                   true_optimum)
+from tests.test_chinchilla import A_TRUE, CONV, EPOCH_CSV, SMALL_GRID, TRUE, isoflop_design
 from tests.test_fit_cli import fails, fit, write_csv
 
 BUDGETS = 10.0 ** np.arange(18, 23)
@@ -255,8 +254,3 @@ def test_at_flops_must_be_finite(tmp_path, capsys):
     assert fails(capsys, "--csv", path, "--n-col", "N", "--d-col", "D", "--loss-col", "loss",
                  "--method", "approach3", "--at-flops", "inf") == (
         "lm fit: error: --at-flops must all be finite and > 0; got inf")
-
-
-def test_true_optimum_helper_is_the_law():
-    n_opt, d_opt = true_optimum(np.array([1e20]))
-    assert 6 * n_opt[0] * d_opt[0] == pytest.approx(1e20)

@@ -139,36 +139,32 @@ def test_bad_fields_are_named(tmp_path, change, message):
     assert str(err.value) == message
 
 
+def sweep_error(tmp_path, step: int, sweep: str) -> str:
+    """The ConfigError message of the test study with steps[step] on `sweep`."""
+    raw = study()
+    raw["steps"][step]["sweep"] = sweep
+    with pytest.raises(ConfigError) as err:
+        parse_study(raw, tmp_path / "study.py")
+    return str(err.value)
+
+
 def test_bad_sweeps_are_named(tmp_path):
-    missing = study()
-    missing["steps"][1]["sweep"] = "nope.py"
-    with pytest.raises(ConfigError) as err:
-        parse_study(missing, tmp_path / "study.py")
-    assert str(err.value) == (f"study field 'steps[1].sweep': {tmp_path.resolve() / 'nope.py'} does "
-                              "not exist (relative paths are relative to the study file)")
-    kind_n = study()
-    kind_n["steps"][0]["sweep"] = str(SWEEPS / "km_n.py")
-    with pytest.raises(ConfigError) as err:
-        parse_study(kind_n, tmp_path / "study.py")
-    assert str(err.value) == (f"study field 'steps[0].sweep': {SWEEPS / 'km_n.py'} is a kind 'n' "
-                              "sweep; a study fits IsoFLOP sweeps (kind 'isoflop')")
+    assert sweep_error(tmp_path, 1, "nope.py") == (
+        f"study field 'steps[1].sweep': {tmp_path.resolve() / 'nope.py'} does not exist "
+        "(relative paths are relative to the study file)")
+    assert sweep_error(tmp_path, 0, str(SWEEPS / "km_n.py")) == (
+        f"study field 'steps[0].sweep': {SWEEPS / 'km_n.py'} is a kind 'n' sweep; a study fits "
+        "IsoFLOP sweeps (kind 'isoflop')")
     (tmp_path / "bad.py").write_text(I.read_text().replace('"budgets": [6e9, 1.4e10]',
                                                            '"budgets": [-1, 1.4e10]'))
-    invalid = study()
-    invalid["steps"][0]["sweep"] = "bad.py"
-    with pytest.raises(ConfigError) as err:
-        parse_study(invalid, tmp_path / "study.py")
-    assert str(err.value) == (f"study field 'steps[0].sweep': {tmp_path.resolve() / 'bad.py'}: "
-                              "sweep field 'budgets': -1 is not a positive number")
+    assert sweep_error(tmp_path, 0, "bad.py") == (
+        f"study field 'steps[0].sweep': {tmp_path.resolve() / 'bad.py'}: sweep field 'budgets': "
+        "-1 is not a positive number")
     (tmp_path / "other").mkdir()
     shutil.copy(I, tmp_path / "other" / I.name)
-    same_stem = study()
-    same_stem["steps"][1]["sweep"] = f"other/{I.name}"
-    with pytest.raises(ConfigError) as err:
-        parse_study(same_stem, tmp_path / "study.py")
-    assert str(err.value) == (f"study field 'steps[1].sweep': {tmp_path.resolve() / 'other' / I.name}"
-                              f" and {I} share the name 'porian_ci_i' (their runs go to "
-                              "DIR/sweeps/porian_ci_i); rename one")
+    assert sweep_error(tmp_path, 1, f"other/{I.name}") == (
+        f"study field 'steps[1].sweep': {tmp_path.resolve() / 'other' / I.name} and {I} share "
+        "the name 'porian_ci_i' (their runs go to DIR/sweeps/porian_ci_i); rename one")
 
 
 def test_load_study_names_the_file(tmp_path):

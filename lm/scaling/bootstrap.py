@@ -229,12 +229,13 @@ def bootstrap_approach3(N: ArrayLike, D: ArrayLike, loss: ArrayLike, *, at_flops
                         n_convention: str, c_convention: str, n_resamples: int = 200,
                         seed: int = 0, level: float = 0.95, delta: float = 1e-3,
                         starts: ArrayLike | None = None, C: ArrayLike | None = None,
+                        rtol: float = DEFAULT_RTOL,
                         ratio: FlopsRatio = SIX_ND) -> BootstrapResult:
     """Approach 3 with points resampled; `starts` serves only the full-data fit (see module doc).
-    `C` (default 6ND) feeds the design checks, `ratio` the loss at the compute optimum."""
+    `C` (default 6ND) and `rtol` feed the design checks, `ratio` the loss at the optimum."""
     at_flops = _check(n_resamples, level, at_flops)
     fit = fit_approach3(N, D, loss, n_convention=n_convention, c_convention=c_convention,
-                        delta=delta, starts=starts, C=C)
+                        delta=delta, starts=starts, C=C, rtol=rtol)
     N, D, loss = (np.asarray(v, dtype=float) for v in (N, D, loss))
     scales = Scales.of(N, D, loss)
     full = [np.log(fit.A), np.log(fit.B), np.log(fit.E), fit.alpha, fit.beta]

@@ -13,7 +13,7 @@ from lm.scaling.backtest import actual_loss, backtest_budgets
 from lm.scaling.chinchilla import isoflop_profiles
 from lm.scaling.design import DEFAULT_RTOL
 from lm.scaling.plots import C_LABEL, _figure, _finish
-from lm.scaling.prediction import FlopsRatio, approach3_loss_opt
+from lm.scaling.prediction import FlopsRatio, Frontier, approach3_loss_opt
 from lm.scaling.table import Points
 
 _COLORS = {"approach1": "tab:blue", "approach2": "tab:orange", "approach3": "tab:green"}
@@ -23,8 +23,7 @@ def frontier_curve(body: Mapping, C: np.ndarray) -> np.ndarray | None:
     """The loss_opt(C) a method's report describes (its frontier or its approach-3 law)."""
     derived = body.get("derived") or {}
     if "frontier" in derived:
-        f = derived["frontier"]
-        return f["E"] + f["k"] * C ** -f["gamma"]
+        return Frontier(**derived["frontier"]).loss(C)
     if derived and "E" in body.get("params", {}):
         ratio = FlopsRatio(**derived.get("flops_ratio", {"coef": 6.0, "power": 0.0}))
         return np.array([approach3_loss_opt(*(body["params"][k] for k in

@@ -164,7 +164,8 @@ def approach3(points: Points, options: Options, at_flops: np.ndarray,
         result = bootstrap_approach3(points.N, points.D, points.loss,
                                      at_flops=np.concatenate([at_flops, extra]),
                                      n_resamples=options.bootstrap, seed=options.seed,
-                                     level=LEVEL, C=points.C, ratio=ratio, **options.conv)
+                                     level=LEVEL, C=points.C, rtol=options.rtol, ratio=ratio,
+                                     **options.conv)
         fit: Approach3Fit = result.fit
     else:
         fit = fit_approach3(points.N, points.D, points.loss, C=points.C, rtol=options.rtol,
