@@ -161,8 +161,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("lm sample: --config.* overrides are not accepted; the run's config is used",
               file=sys.stderr)
         return 2
+    from lm.train.preemption import PREEMPTED_EXIT, Preempted
     try:
         args.run(args, overrides)
+    except Preempted as err:  # SIGTERM / SIGINT: a checkpoint was saved; rerunning resumes
+        print(f"lm {args.command}: {err}", file=sys.stderr)
+        return PREEMPTED_EXIT
     except (ConfigError, FileNotFoundError) as err:
         print(f"lm {args.command}: error: {err}", file=sys.stderr)
         return 2

@@ -22,6 +22,7 @@ DTYPES = ("float32", "bfloat16")
 REMAT_POLICIES = ("none", "full", "dots")
 ATTENTION_KERNELS = ("einsum", "blockwise", "xla", "cudnn")
 SCHEDULES = ("cosine", "wsd", "constant")
+SPIKE_ACTIONS = ("none", "log", "skip", "rollback")
 TOKENIZER_TYPES = ("bpe", "unigram")
 # data fields that choose, split or tokenize the documents: a prepared corpus's recipe decides these.
 PREPARED_REPLACES = ("sources", "text_field", "hf_split", "heldout_fraction", "tokenizer_path", "tokenizer_type",
@@ -89,7 +90,7 @@ def default_config() -> ml_collections.ConfigDict:
     t.grad_accum = 1
     t.lr = 3e-3
     t.min_lr_ratio = 0.1
-    t.warmup_steps = 50
+    t.warmup_steps = 50  # more than train.steps: the whole run warms up (a printed note says so)
     t.schedule = "cosine"
     t.decay_fraction = 0.2  # wsd: fraction of steps spent decaying
     t.weight_decay = 0.1
@@ -111,7 +112,16 @@ def default_config() -> ml_collections.ConfigDict:
     t.async_checkpoint = True
     # the step reuses the old train state's buffers for the new one (off: both live at once)
     t.donate_state = True
-    t.max_bad_steps = 5
+    t.max_bad_steps = 5  # non-finite steps in a row, or spike rollbacks in all, before stopping
+    t.checkpoint_fallback = True  # a corrupt newest checkpoint: warn and restore the one before
+    t.spike_action = "log"  # none | log | skip (the update) | rollback: see lm/train/anomaly.py
+    t.spike_window = 50
+    t.spike_threshold = 8.0  # in robust standard deviations (1.4826 * MAD)
+    t.spike_rel_floor = 0.02  # the deviation counts as at least this fraction of the median
+    t.spike_min_history = 20
+    t.rollback_skip_batches = 0
+    t.skip_batches = ()  # data-stream batches never trained on: "START:END" (0-based, END excluded)
+    t.plant_bad_batch_at = 0  # test hook: the batch step S would train on gets random targets
 
     c.mesh = ml_collections.ConfigDict()  # device mesh sizes; one may be -1 (the rest)
     c.mesh.data = -1
@@ -167,7 +177,8 @@ def validate(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
         "model.norm_eps", "model.init_std", "model.attention_block", "model.scan_unroll",
         "data.seq_len", "train.steps", "train.batch_size", "train.grad_accum", "train.lr",
         "train.log_every", "train.eval_every", "train.eval_batches", "train.checkpoint_every",
-        "train.keep_last", "train.max_bad_steps", "sample.max_new_tokens",
+        "train.keep_last", "train.max_bad_steps", "sample.max_new_tokens", "train.spike_window",
+        "train.spike_threshold", "train.spike_min_history",
     ])
     if m.head_dim == 0 and m.d_model % m.num_heads:
         _fail("model.num_heads", f"{m.num_heads} heads do not divide d_model={m.d_model}; "
@@ -188,6 +199,7 @@ def validate(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
         ("model.remat", m.remat, REMAT_POLICIES),
         ("model.attention", m.attention, ATTENTION_KERNELS),
         ("train.schedule", t.schedule, SCHEDULES),
+        ("train.spike_action", t.spike_action, SPIKE_ACTIONS),
         ("data.tokenizer_type", d.tokenizer_type, TOKENIZER_TYPES),
     ]:
         if value not in choices:
@@ -210,13 +222,18 @@ def validate(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     if t.batch_size % t.grad_accum:
         _fail("train.grad_accum", f"{t.grad_accum} does not divide train.batch_size="
               f"{t.batch_size}; the batch is split into grad_accum microbatches")
-    if t.warmup_steps < 0 or t.warmup_steps > t.steps:
-        _fail("train.warmup_steps", f"must be in [0, train.steps={t.steps}], got {t.warmup_steps}")
+    if t.warmup_steps < 0:
+        _fail("train.warmup_steps", f"must be >= 0, got {t.warmup_steps}")
+    if t.spike_min_history > t.spike_window:
+        _fail("train.spike_min_history", f"{t.spike_min_history} is more than train.spike_window="
+              f"{t.spike_window}, so no step would ever be judged")
+    skip_ranges(t)
     if not 0.0 <= t.min_lr_ratio <= 1.0:
         _fail("train.min_lr_ratio", f"must be in [0, 1], got {t.min_lr_ratio}")
     if not 0.0 < t.decay_fraction <= 1.0:
         _fail("train.decay_fraction", f"must be in (0, 1], got {t.decay_fraction}")
-    for name in ("weight_decay", "z_loss", "clip_norm", "keep_every"):
+    for name in ("weight_decay", "z_loss", "clip_norm", "keep_every", "spike_rel_floor",
+                 "rollback_skip_batches", "plant_bad_batch_at"):
         if t[name] < 0:
             _fail(f"train.{name}", f"must be >= 0, got {t[name]}")
     _validate_mesh(cfg)
@@ -227,6 +244,18 @@ def validate(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     if not 0.0 < s.top_p <= 1.0:
         _fail("sample.top_p", f"must be in (0, 1], got {s.top_p}")
     return cfg
+
+
+def skip_ranges(t: ml_collections.ConfigDict) -> list[tuple[int, int]]:
+    """`train.skip_batches` as sorted (start, end) ranges of data-stream batch positions."""
+    ranges = []
+    for item in t.skip_batches:
+        start, _, end = str(item).partition(":")
+        if not (start.isdigit() and end.isdigit() and int(start) < int(end)):
+            _fail("train.skip_batches", f"{item!r} is not START:END with 0 <= START < END (batch "
+                  "positions, END excluded)")
+        ranges.append((int(start), int(end)))
+    return sorted(ranges)
 
 
 def _validate_mesh(cfg: ml_collections.ConfigDict) -> None:

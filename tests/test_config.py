@@ -44,7 +44,7 @@ def test_sharding_rules_are_config_data():
     ("--config.train.steps=ten", "train.steps", "expects a int"),
     ("--config.train.grad_accum=3", "train.grad_accum", "does not divide train.batch_size"),
     ("--config.model.tie_embeddings=3", "model.tie_embeddings", "expects true/false"),
-    ("--config.train.warmup_steps=5000", "train.warmup_steps", "must be in [0, train.steps"),
+    ("--config.train.warmup_steps=-5", "train.warmup_steps", "must be >= 0, got -5"),
     ("--config.mesh.fsdp=0", "mesh.fsdp", "must be a positive size or -1"),
     ("--config.mesh.dcn.data=0", "mesh.dcn.data", "must be a positive factor"),
     ("--config.mesh.rules.embed=fsdp,model", "mesh.rules.embed", "must name distinct mesh axes"),

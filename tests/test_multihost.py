@@ -3,9 +3,11 @@ one 8-device mesh with the losses of one 8-device process; the checkpoint they w
 collectively restores in a single process on another mesh (resharding on load)."""
 
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -73,7 +75,8 @@ def runs(tmp_path_factory):
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     sample = subprocess.run(lm_command("sample", "--workdir", str(shared), "--max-new-tokens", "8"),
                             env=env_with(1), capture_output=True, text=True, timeout=300)
-    return dict(reference=losses(reference), two=two_losses, resumed=losses(shared),
+    return dict(corpus=corpus, prepared=prepared, mesh=mesh,
+                reference=losses(reference), two=two_losses, resumed=losses(shared),
                 outputs=outputs, resumed_out=resumed.stdout + resumed.stderr, sample=sample)
 
 
@@ -110,3 +113,34 @@ def test_launcher_detection_and_flag_errors():
     with pytest.raises(ConfigError, match="--process-id 2 is not in"):
         initialize("127.0.0.1:1234", 2, 2)
     initialize("127.0.0.1:1234", 1, 0)  # a world of one initialises nothing
+
+
+def test_a_sigterm_to_one_process_stops_both_after_the_same_step(runs, tmp_path):
+    """Preemption may signal one host only: the processes agree (an all-gather of their flags
+    after every step), stop after the same step and save its checkpoint together."""
+    address = f"127.0.0.1:{free_port()}"
+    procs = [subprocess.Popen(train_args(runs["corpus"], runs["prepared"], tmp_path, 400, *runs["mesh"],
+                                         "--config.train.eval_every=1000",
+                                         "--config.train.checkpoint_every=1000",
+                                         "--coordinator", address, "--num-processes", "2",
+                                         "--process-id", str(i)),
+                              env=env_with(4), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for i in range(2)]
+    deadline = time.time() + 300
+    while time.time() < deadline and all(p.poll() is None for p in procs):
+        metrics = tmp_path / "metrics.jsonl"
+        if metrics.exists() and len(read_metrics(metrics)) >= 3:
+            procs[1].send_signal(signal.SIGTERM)
+            break
+        time.sleep(0.02)
+    outputs = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [75, 75], outputs[0][1][-3000:]
+    step = read_metrics(tmp_path / "metrics.jsonl")[-1]["step"]
+    assert 3 <= step < 400
+    checkpoint = tmp_path / "checkpoints" / str(step)
+    assert outputs[1][1].splitlines()[-1] == (
+        f"lm train: stopped by SIGTERM after step {step}; its checkpoint is in {checkpoint}; rerun "
+        f"the same command to resume from step {step + 1}")
+    assert outputs[0][1].splitlines()[-1].startswith(
+        f"lm train: stopped by a signal to another process after step {step};")
+    assert checkpoint.is_dir() and (checkpoint / "lm_checksums.json").exists()

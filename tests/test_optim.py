@@ -7,7 +7,7 @@ import optax
 import pytest
 
 from lm.config import default_config
-from lm.train.optim import clip_by_global_norm, lr_schedule, make_optimizer, weight_decay_mask
+from lm.train.optim import clip_by_global_norm, lr_schedule, make_optimizer, warmup_note, weight_decay_mask
 
 
 def train_cfg(**overrides):
@@ -24,6 +24,17 @@ def test_cosine_schedule_warms_up_then_decays_to_the_floor():
     np.testing.assert_allclose(float(s(10)), 1.0)
     np.testing.assert_allclose(float(s(55)), 0.1 + 0.9 * 0.5, rtol=1e-5)  # halfway down the cosine
     np.testing.assert_allclose(float(s(100)), 0.1, rtol=1e-5)
+
+
+@pytest.mark.parametrize("schedule", ["cosine", "wsd", "constant"])
+def test_a_warmup_longer_than_the_run_is_clamped_to_the_run_with_a_note(schedule):
+    t = train_cfg(steps=20, warmup_steps=50, schedule=schedule)
+    s = lr_schedule(t)
+    np.testing.assert_allclose([float(s(i)) for i in (0, 10, 20)], [0.0, 0.5, 1.0], rtol=1e-6)
+    assert warmup_note(t) == (
+        "train.warmup_steps=50 is more than train.steps=20: the learning rate warms up over all 20 "
+        "steps and never decays (set --config.train.warmup_steps to choose)")
+    assert warmup_note(train_cfg()) is None
 
 
 def test_wsd_schedule_is_flat_then_decays_linearly():

@@ -119,8 +119,9 @@ def test_bad_sweep_fields_are_named(fields, message):
 
 
 def test_run_configs_are_validated_and_name_the_run():
-    with pytest.raises(ConfigError, match=r"run d32-L2: config field 'train.warmup_steps'"):
-        expand(sweep(kind="n", model_sizes=[27e3], tokens=4096))  # 2 steps < 5 warmup
+    with pytest.raises(ConfigError, match=r"run d32-L2: config field 'train.eval_every': must be "
+                                          r"positive, got 0"):
+        expand(sweep(kind="n", model_sizes=[27e3], tokens=4096), ["--config.train.eval_every=0"])
 
 
 def test_two_targets_planning_the_same_run_are_refused():

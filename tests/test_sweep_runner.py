@@ -1,6 +1,7 @@
 """The local runner end to end on the tiny_ci sweep (real training, a few steps per run):
 data prepared once, runs in parallel, a failing run recorded while the others finish,
-results and status, a rerun that skips done runs and resumes an interrupted one."""
+results and status, a rerun that skips done runs and resumes an interrupted one; and,
+with a fake trainer in a subprocess, a sweep stopped by SIGTERM or Ctrl-C and resumed."""
 
 import argparse
 import contextlib
@@ -8,7 +9,12 @@ import fcntl
 import io
 import json
 import os
+import re
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -191,6 +197,11 @@ def test_run_status_reads_checkpoints_metrics_and_exit_records(tmp_path):
     assert (status.status, status.checkpoint_step, status.last_step) == ("started", 5, None)
     (tmp_path / "exit.json").write_text('{"returncode": 0}')
     assert run_status(tmp_path, "x", 10).status == "failed"  # exited before its last step
+    for stopped in (75, -signal.SIGTERM, -signal.SIGINT):  # saved and exited, or killed by one
+        (tmp_path / "exit.json").write_text(json.dumps({"returncode": stopped}))
+        assert run_status(tmp_path, "x", 10).status == "interrupted"
+    (tmp_path / "exit.json").write_text('{"returncode": -9}')  # SIGKILL, e.g. out of memory
+    assert run_status(tmp_path, "x", 10).status == "failed"
     (tmp_path / "checkpoints" / "10").mkdir()
     assert run_status(tmp_path, "x", 10).status == "done"
 
@@ -230,3 +241,126 @@ def test_lm_fit_runs_on_the_sweep_results(first_run):
     assert fit["laws"] and all(fit["skipped"].values())
     for law in fit["laws"].values():
         assert all(np.isfinite(v) and v > 0 for v in law["params"].values())
+
+
+# A stand-in for `lm train --workdir RUN_DIR` of a STEPS-step run. FAKE_TRAINER=block: trains
+# until SIGTERM or SIGINT, then saves step 1 and exits 75; ignore: notes the signals and
+# trains on; exit75: saves step 1 and exits 75 at once; finish: logs and saves its last step.
+FAKE_TRAINER = """#!/bin/bash
+run_dir=$1 steps=$2
+[ -d "$run_dir/checkpoints/1" ] && echo "resumed from step 1"
+stop() { echo "$1" >> "$run_dir/signals"; mkdir -p "$run_dir/checkpoints/1"; exit 75; }
+case "$FAKE_TRAINER" in
+    block) trap 'stop TERM' TERM; trap 'stop INT' INT ;;
+    ignore) trap 'echo TERM >> "$run_dir/signals"' TERM; trap 'echo INT >> "$run_dir/signals"' INT ;;
+    exit75) mkdir -p "$run_dir/checkpoints/1"; exit 75 ;;
+esac
+echo '{"kind": "train", "step": 1, "loss": 5.0}' >> "$run_dir/metrics.jsonl"
+if [ "$FAKE_TRAINER" != finish ]; then
+    touch "$run_dir/started"
+    while true; do sleep 0.05; done
+fi
+echo "{\\"kind\\": \\"train\\", \\"step\\": $steps, \\"loss\\": 4.0}" >> "$run_dir/metrics.jsonl"
+mkdir -p "$run_dir/checkpoints/$steps"
+"""
+
+# `lm sweep ARGS...` with the fake trainer (argv[1]) for `lm train` and no data to prepare.
+DRIVER = """import argparse, sys
+import lm.sweep.runner as runner
+runner._prepare_data = lambda spec, data_dir: None
+runner.train_command = lambda spec, run_dir: ["bash", sys.argv[1], str(run_dir),
+                                              str(spec.config().train.steps)]
+from lm.sweep.cli import register
+parser = argparse.ArgumentParser(prog="lm")
+register(parser.add_subparsers(dest="command", required=True))
+args = parser.parse_args(["sweep", *sys.argv[2:]])
+args.run(args, [])
+"""
+NAMES = ["C6e8-d32-L1", "C6e8-d32-L2", "C8e8-d32-L1", "C8e8-d32-L2"]  # tiny_ci, in plan order
+
+
+def fake_sweep(tmp_path: Path, mode: str, *args: str) -> subprocess.Popen:
+    """`lm sweep run` on tiny_ci in DIR=tmp_path/sweep, in a subprocess, with the fake trainer."""
+    (tmp_path / "driver.py").write_text(DRIVER)
+    (tmp_path / "trainer.sh").write_text(FAKE_TRAINER)
+    command = [sys.executable, str(tmp_path / "driver.py"), str(tmp_path / "trainer.sh"), "run",
+               "--config", str(TINY_CI), "--workdir", str(tmp_path / "sweep"), *args]
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "FAKE_TRAINER": mode}, cwd=Path(__file__).parents[1])
+
+
+def wait_for(path: Path, timeout: float = 30) -> None:
+    end = time.monotonic() + timeout
+    while not path.exists():
+        assert time.monotonic() < end, f"{path} did not appear"
+        time.sleep(0.02)
+
+
+def test_sigterm_stops_the_sweep_and_a_rerun_resumes_it(tmp_path):
+    runs = tmp_path / "sweep" / "runs"
+    sweep = fake_sweep(tmp_path, "block", "--parallel", "2")
+    for name in NAMES[:2]:
+        wait_for(runs / name / "started")
+    sweep.send_signal(signal.SIGTERM)
+    out, err = sweep.communicate(timeout=30)
+
+    assert sweep.returncode == 75, err
+    for name in NAMES[:2]:  # signalled (in their own sessions, only by the runner), recorded
+        assert (runs / name / "signals").read_text() == "TERM\n"  # the trainer ignores repeats
+        assert json.loads((runs / name / "exit.json").read_text()) == {"returncode": 75}
+        assert re.search(rf"{name}: interrupted \(exit 75\) after \d+s; a rerun resumes it from "
+                         "step 1", out)
+    assert not (runs / NAMES[2]).exists() and not (runs / NAMES[3]).exists()  # none launched
+    assert "[sweep] SIGTERM: stopping; 2 trainer(s) save a checkpoint and exit (waiting up to 300s" in out
+    assert out.splitlines()[-1] == (
+        "[sweep] stopped by SIGTERM: 2 run(s) interrupted, 2 not started; exit 75: rerun the same "
+        "command to resume (done runs are skipped, interrupted ones resume from their checkpoints)")
+    code, status = lm_sweep("status", "--workdir", str(tmp_path / "sweep"))
+    line = next(line for line in status.splitlines() if line.startswith(NAMES[0]))
+    assert line.split()[1] == "interrupted"
+    assert line.endswith("step 1/17 logged, checkpoint 1  exit 75: preempted, checkpoint saved; "
+                         "a rerun resumes it")
+    assert "4 runs: 0 done, 0 started, 2 interrupted, 0 failed, 2 pending" in status
+
+    rerun = fake_sweep(tmp_path, "finish", "--parallel", "2")
+    out, err = rerun.communicate(timeout=30)
+    assert rerun.returncode == 0, err
+    assert sum(": done in " in line for line in out.splitlines()) == 4
+    for name in NAMES:
+        assert ("resumed from step 1" in (runs / name / "stdout.log").read_text()) == (name in NAMES[:2])
+    assert "4 runs: 4 done, 0 started, 0 failed, 0 pending" in lm_sweep("status", "--workdir",
+                                                                         str(tmp_path / "sweep"))[1]
+
+
+@pytest.mark.parametrize("first,then,timeout,forwarded,why", [
+    (signal.SIGINT, signal.SIGINT, "60", "TERM", "a second signal"),
+    (signal.SIGHUP, None, "0.5", "TERM", "0.5s")], ids=["ctrl-c-twice", "sighup-and-timeout"])
+def test_trainers_that_do_not_stop_are_killed(tmp_path, first, then, timeout, forwarded, why):
+    runs = tmp_path / "sweep" / "runs"
+    sweep = fake_sweep(tmp_path, "ignore", "--stop-timeout", timeout)
+    wait_for(runs / NAMES[0] / "started")
+    sweep.send_signal(first)
+    wait_for(runs / NAMES[0] / "signals")
+    if then:
+        sweep.send_signal(then)
+    out, err = sweep.communicate(timeout=30)
+    assert sweep.returncode == 75, err
+    assert (runs / NAMES[0] / "signals").read_text() == f"{forwarded}\n"
+    assert f"[sweep] {NAMES[0]}: killed after {why}; a rerun resumes it from the start" in out
+    assert not (runs / NAMES[0] / "exit.json").exists()  # killed: no exit status to record
+    assert run_status(runs / NAMES[0], NAMES[0], 17).status == "started"
+    assert f"stopped by {signal.Signals(first).name}: 1 run(s) interrupted, 3 not started" in out
+
+
+def test_a_trainer_stopped_by_its_own_signal_makes_the_sweep_exit_75(tmp_path):
+    sweep = fake_sweep(tmp_path, "exit75")
+    out, err = sweep.communicate(timeout=30)
+    assert sweep.returncode == 75
+    assert sum("interrupted (exit 75)" in line for line in out.splitlines()) == 4
+    assert err.strip() == (f"lm sweep run: 4 run(s) interrupted by a signal: {', '.join(NAMES)}; "
+                           "rerun the same command to resume them")
+
+
+def test_a_bad_stop_timeout_is_named():
+    with pytest.raises(ConfigError, match="--stop-timeout must be a positive number of seconds, got 0"):
+        lm_sweep("run", "--config", str(TINY_CI), "--workdir", "unused", "--stop-timeout", "0")

@@ -15,6 +15,7 @@ import pytest
 from lm.config import load_config
 from lm.train.loop import TrainingDiverged, train
 from lm.train.metrics import read_metrics
+from lm.train.preemption import PREEMPTED_EXIT
 from tests.helpers import write_small_stdlib_corpus
 
 TINY = "experiments/configs/tiny.py"
@@ -72,33 +73,76 @@ def test_sample_from_the_trained_run(trained_run):
     assert greedy[0] == greedy[1]
 
 
-def test_kill_and_resume_gives_the_same_losses_bit_for_bit(corpus_dir, tmp_path):
-    args = overrides(corpus_dir, steps=30, eval_every=10, checkpoint_every=5)
-    straight = tmp_path / "straight"
-    assert run_cli("train", "--config", TINY, "--workdir", str(straight), *args).returncode == 0
+RESUME_ARGS = dict(steps=30, eval_every=10, checkpoint_every=5)
 
-    kill_after = random.Random().randint(7, 24)
-    killed = tmp_path / "killed"
+
+@pytest.fixture(scope="module")
+def straight_run(corpus_dir, tmp_path_factory) -> Path:
+    """An uninterrupted 30-step run, the reference for the interrupted ones."""
+    straight = tmp_path_factory.mktemp("straight")
+    args = overrides(corpus_dir, **RESUME_ARGS)
+    assert run_cli("train", "--config", TINY, "--workdir", str(straight), *args).returncode == 0
+    return straight
+
+
+def losses(workdir: Path, kind: str = "train") -> list[tuple[int, float]]:
+    return [(r["step"], r["loss"]) for r in read_metrics(workdir / "metrics.jsonl", kind=kind)]
+
+
+def start_and_signal(workdir: Path, args: list[str], after_steps: int, sig: int) -> subprocess.Popen:
+    """Start `lm train` and send it `sig` once it has logged `after_steps` train steps."""
     process = subprocess.Popen([sys.executable, "-m", "lm.cli", "train", "--config", TINY,
-                                "--workdir", str(killed), *args],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    metrics = killed / "metrics.jsonl"
+                                "--workdir", str(workdir), *args],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    metrics = workdir / "metrics.jsonl"
     deadline = time.time() + 300
     while time.time() < deadline and process.poll() is None:
-        if metrics.exists() and len(read_metrics(metrics)) >= kill_after:
-            os.kill(process.pid, signal.SIGKILL)
+        if metrics.exists() and len(read_metrics(metrics)) >= after_steps:
+            os.kill(process.pid, sig)
             break
-        time.sleep(0.05)
-    process.wait()
+        time.sleep(0.02)
+    return process
+
+
+def test_kill_and_resume_gives_the_same_losses_bit_for_bit(corpus_dir, straight_run, tmp_path):
+    args = overrides(corpus_dir, **RESUME_ARGS)
+    kill_after = random.Random().randint(7, 24)
+    killed = tmp_path / "killed"
+    process = start_and_signal(killed, args, kill_after, signal.SIGKILL)
+    process.communicate()
     assert process.returncode == -signal.SIGKILL, f"run ended before step {kill_after}"
     resumed = run_cli("train", "--config", TINY, "--workdir", str(killed), *args)
     assert resumed.returncode == 0, resumed.stderr
+    assert losses(killed) == losses(straight_run), f"killed after step {kill_after}"
+    assert losses(killed, "eval") == losses(straight_run, "eval")
 
-    def losses(workdir, kind="train"):
-        return [(r["step"], r["loss"]) for r in read_metrics(workdir / "metrics.jsonl", kind=kind)]
 
-    assert losses(killed) == losses(straight), f"killed after step {kill_after}"
-    assert losses(killed, "eval") == losses(straight, "eval")
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_saves_the_step_in_flight_and_the_rerun_continues_bit_for_bit(
+        corpus_dir, straight_run, tmp_path, sig):
+    args = overrides(corpus_dir, **RESUME_ARGS)
+    stop_after = random.Random().randint(2, 26)
+    stopped = tmp_path / "stopped"
+    process = start_and_signal(stopped, args, stop_after, sig)
+    signalled = time.time()
+    _, stderr = process.communicate(timeout=120)
+    assert time.time() - signalled < 20, "the run took too long to stop"
+    assert process.returncode == PREEMPTED_EXIT, f"after step {stop_after}: {stderr[-2000:]}"
+    step = losses(stopped)[-1][0]
+    assert step >= stop_after
+    checkpoint = stopped / "checkpoints" / str(step)
+    name = signal.Signals(sig).name
+    assert stderr.splitlines()[-1] == (
+        f"lm train: stopped by {name} after step {step}; its checkpoint is in {checkpoint}; rerun the "
+        f"same command to resume from step {step + 1}")
+    assert "Traceback" not in stderr
+    assert checkpoint.is_dir()
+
+    resumed = run_cli("train", "--config", TINY, "--workdir", str(stopped), *args)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"[train] resumed from step {step} in {stopped / 'checkpoints'}" in resumed.stdout
+    assert losses(stopped) == losses(straight_run), f"stopped after step {step}"
+    assert losses(stopped, "eval") == losses(straight_run, "eval")
 
 
 def test_divergence_stops_the_run_and_keeps_the_last_good_checkpoint(corpus_dir, tmp_path):

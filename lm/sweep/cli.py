@@ -1,16 +1,23 @@
 """`lm sweep`: plan, run, inspect and submit scaling-law sweeps.
 
     lm sweep plan   --config experiments/sweeps/isoflop_cpu.py [--config.S.F=V ...]
-    lm sweep run    --config FILE --workdir DIR [--parallel K] [--config.S.F=V ...]
+    lm sweep run    --config FILE --workdir DIR [--parallel K] [--stop-timeout S]
+                    [--config.S.F=V ...]
     lm sweep status --workdir DIR
     lm sweep slurm  --config FILE --workdir DIR [--partition P --time T --gpus-per-node G
-                    --nodes N] [--submit] [--config.S.F=V ...]
+                    --nodes N --signal SIG@SECONDS --no-requeue] [--submit] [--config.S.F=V ...]
     lm sweep study  --config experiments/studies/NAME.py --workdir DIR [--parallel K]
                     [--config.S.F=V ...]
 
 `--config.S.F=V` overrides apply to every run (fields the sweep plans are refused; a study
 applies them to every sweep and its backtest). `run` exits 1 when any run failed, `study`
 when a run failed or is not done (before fitting); rerunning either resumes.
+
+SIGTERM or Ctrl-C stops `run` (and `study`) cleanly: the trainers save a checkpoint and
+stop, no further run starts, and the command exits 75 (preempted, checkpoint saved: rerun
+the same command to resume); `run` also exits 75 when a trainer was stopped by a signal of
+its own. A `slurm` job asks for SIGTERM `--signal` seconds before its time limit and
+requeues a run whose trainer exited 75 (see lm.sweep.slurm).
 """
 
 from __future__ import annotations
@@ -32,13 +39,20 @@ def _plan(args: argparse.Namespace, overrides: list[str]) -> None:
 
 def _run(args: argparse.Namespace, overrides: list[str]) -> None:
     from lm.sweep.runner import run_sweep
+    from lm.train.preemption import PREEMPTED_EXIT
 
-    final = run_sweep(Path(args.config), Path(args.workdir), overrides, parallel=args.parallel)
+    final = run_sweep(Path(args.config), Path(args.workdir), overrides, parallel=args.parallel,
+                      stop_timeout=args.stop_timeout)  # a signal: SweepStopped, exit 75
     failed = [s.name for s in final if s.status == "failed"]
     if failed:
         print(f"lm sweep run: {len(failed)} run(s) failed: {', '.join(failed)}; see "
               f"{Path(args.workdir) / 'runs'}/<name>/stderr.log", file=sys.stderr)
         raise SystemExit(1)
+    interrupted = [s.name for s in final if s.status == "interrupted"]
+    if interrupted:  # a trainer stopped by a signal sent to it, not to the runner
+        print(f"lm sweep run: {len(interrupted)} run(s) interrupted by a signal: "
+              f"{', '.join(interrupted)}; rerun the same command to resume them", file=sys.stderr)
+        raise SystemExit(PREEMPTED_EXIT)
 
 
 def _status(args: argparse.Namespace, overrides: list[str]) -> None:
@@ -64,7 +78,9 @@ def _slurm(args: argparse.Namespace, overrides: list[str]) -> None:
     from lm.sweep.slurm import SlurmOptions, submit, write_job
 
     options = SlurmOptions(partition=args.partition, time=args.time,
-                           gpus_per_node=args.gpus_per_node, nodes=args.nodes)
+                           gpus_per_node=args.gpus_per_node, nodes=args.nodes,
+                           signal=SlurmOptions.signal if args.signal is None else args.signal,
+                           requeue=args.requeue)
     options.check()
     workdir = Path(args.workdir)
     specs = prepare(Path(args.config), workdir, overrides)
@@ -98,6 +114,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     run.add_argument("--config", required=True, help="sweep file with get_sweep()")
     run.add_argument("--workdir", required=True, help="sweep directory; rerunning resumes")
     run.add_argument("--parallel", type=int, default=1, help="runs trained at once (default 1)")
+    run.add_argument("--stop-timeout", type=float, default=300.0, metavar="SECONDS",
+                     help="after SIGTERM or Ctrl-C, how long the trainers get to save a "
+                     "checkpoint before they are killed (default 300)")
     run.set_defaults(run=_run)
 
     status = commands.add_parser("status", help="show each run's status; write results.csv")
@@ -111,6 +130,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     slurm.add_argument("--time", default="", help="time limit per run, e.g. 24:00:00")
     slurm.add_argument("--gpus-per-node", type=int, default=0)
     slurm.add_argument("--nodes", type=int, default=1, help="nodes per run (multi-host training)")
+    slurm.add_argument("--signal", metavar="SIG@SECONDS",
+                       help="signal the trainer SECONDS before the time limit so it saves and "
+                       "exits 75 (sbatch --signal; default TERM@120; 'none': no signal)")
+    slurm.add_argument("--requeue", action=argparse.BooleanOptionalAction, default=True,
+                       help="requeue a task whose trainer exited 75 (preempted, checkpoint "
+                       "saved), so it resumes (default: on)")
     slurm.add_argument("--submit", action="store_true", help="submit the script with sbatch")
     slurm.set_defaults(run=_slurm)
 

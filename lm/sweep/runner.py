@@ -13,6 +13,18 @@ relaunches the others (the trainer resumes them from their newest checkpoint).
 While a run's trainer lives it holds an exclusive lock on DIR/runs/<name>/.lock
 (the runner hands the locked descriptor to the child), so no second runner, and
 no rerun after the runner itself was killed, starts the same run twice.
+
+SIGTERM, SIGINT (Ctrl-C) or SIGHUP stop the sweep cleanly: the runner signals its
+trainers (their own sessions, so a Ctrl-C reaches them only this way), and each
+finishes its step, saves a checkpoint and exits with PREEMPTED_EXIT (75). It sends
+SIGTERM whatever it received: a trainer ignores SIGTERMs after the first (one sent
+to every process of a Slurm job or systemd unit may have reached it already) but
+a second SIGINT interrupts it (lm.train.preemption). The runner launches no further run, waits up to
+`stop_timeout` seconds (a second signal: no longer) and kills the trainers still
+alive, records each exit status (75: "interrupted", not "failed"), writes the
+results, prints how to resume and raises SweepStopped, which exits 75 too. The
+rerun skips the done runs and relaunches the interrupted ones, which resume from
+their checkpoints.
 """
 
 from __future__ import annotations
@@ -23,8 +35,10 @@ import fcntl
 import json
 import os
 import shlex
+import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -35,6 +49,7 @@ from lm.sweep.grid import Sweep, expand, load_sweep
 from lm.sweep.plan import RunSpec, format_table
 from lm.sweep.results import write_results
 from lm.train.metrics import METRICS_FILE, read_metrics
+from lm.train.preemption import PREEMPTED_EXIT
 
 SWEEP_FILE = "sweep.json"
 DATA_DIR = "data"
@@ -43,7 +58,11 @@ EXIT_FILE = "exit.json"
 STDOUT_LOG = "stdout.log"
 STDERR_LOG = "stderr.log"
 LOCK_FILE = ".lock"
-STATUSES = ("done", "started", "failed", "pending")  # started: running or interrupted
+# started: running, or stopped without an exit record (a killed runner or trainer);
+# interrupted: its last launch was stopped by a signal (exit 75: after saving a checkpoint).
+# Every status but done is relaunched (and resumes) on a rerun.
+STATUSES = ("done", "started", "interrupted", "failed", "pending")
+INTERRUPTED_EXITS = (PREEMPTED_EXIT, -signal.SIGTERM, -signal.SIGINT)  # -N: killed by signal N
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,6 +111,8 @@ def run_status(run_dir: Path, name: str, steps: int) -> RunStatus:
     returncode = json.loads(exit_path.read_text())["returncode"] if exit_path.exists() else None
     if steps in checkpoints:
         status = "done"
+    elif returncode in INTERRUPTED_EXITS:
+        status = "interrupted"
     elif returncode is not None:
         status = "failed"  # exited (even with 0) without reaching its final checkpoint
     elif last_step is not None or last_checkpoint is not None:
@@ -99,6 +120,12 @@ def run_status(run_dir: Path, name: str, steps: int) -> RunStatus:
     else:
         status = "pending"
     return RunStatus(name, status, steps, last_step, last_checkpoint, returncode)
+
+
+def count_text(final: Sequence[RunStatus]) -> str:
+    """"3 done, 0 started, 1 failed, 0 pending", naming interrupted runs only when there are any."""
+    counts = {s: sum(r.status == s for r in final) for s in STATUSES}
+    return ", ".join(f"{n} {s}" for s, n in counts.items() if n or s != "interrupted")
 
 
 def stderr_tail(run_dir: Path, lines: int = 10) -> list[str]:
@@ -236,8 +263,9 @@ def launch(spec: RunSpec, run_dir: Path) -> Launch | None:
             err.write(header)
             out.flush()
             err.flush()
+            # Its own session: a Ctrl-C in the terminal reaches it only as the runner forwards it.
             process = subprocess.Popen(command, stdout=out, stderr=err, stdin=subprocess.DEVNULL,
-                                       env=env, pass_fds=(fd,))
+                                       env=env, pass_fds=(fd,), start_new_session=True)
     return Launch(spec, run_dir, process, time.monotonic())
 
 
@@ -246,24 +274,61 @@ def _finish(job: Launch) -> RunStatus:
     return run_status(job.run_dir, job.spec.name, job.spec.config().train.steps)
 
 
+def _resumes(status: RunStatus) -> str:
+    where = f"step {status.checkpoint_step}" if status.checkpoint_step else "the start"
+    return f"a rerun resumes it from {where}"
+
+
 def _summary(status: RunStatus, run_dir: Path, seconds: float) -> str:
     if status.status == "done":
         train = read_metrics(run_dir / METRICS_FILE)
         evals = read_metrics(run_dir / METRICS_FILE, kind="eval")
         held = f", held-out loss {evals[-1]['loss']:.4f}" if evals else ""
         return f"done in {seconds:.0f}s: train loss {train[-1]['loss']:.4f}{held}"
+    if status.status == "interrupted":
+        return f"interrupted (exit {status.returncode}) after {seconds:.0f}s; {_resumes(status)}"
     tail = stderr_tail(run_dir, lines=1)
     return (f"FAILED (exit {status.returncode}) after {seconds:.0f}s: "
             f"{tail[0] if tail else 'no stderr'} [{run_dir / STDERR_LOG}]")
 
 
+class SweepStopped(SystemExit):
+    """A signal stopped the sweep (see the module docstring); exits with PREEMPTED_EXIT.
+    `statuses`: every run's status after the trainers stopped."""
+
+    def __init__(self, statuses: list[RunStatus]):
+        super().__init__(PREEMPTED_EXIT)
+        self.statuses = statuses
+
+
+@contextlib.contextmanager
+def _catching_signals() -> Iterator[list[int]]:
+    """Records SIGTERM, SIGINT and SIGHUP in the yielded list instead of dying (main thread only)."""
+    received: list[int] = []
+    main = threading.current_thread() is threading.main_thread()
+    handled = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP) if main else ()
+    previous = {s: signal.signal(s, lambda signum, _: received.append(signum)) for s in handled}
+    try:
+        yield received
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+def _say(line: str) -> None:
+    print(f"[sweep] {line}", flush=True)
+
+
 def run_sweep(sweep_path: Path, workdir: Path, overrides: Sequence[str] = (), *,
-              parallel: int = 1) -> list[RunStatus]:
+              parallel: int = 1, stop_timeout: float = 300.0) -> list[RunStatus]:
     """Prepare the sweep in `workdir`, print its plan, and train every run that is not done,
     up to `parallel` at a time, printing one line per finished run. Returns the final
-    statuses (a failed run does not stop the others) and writes results.csv and curves.csv."""
+    statuses (a failed run does not stop the others) and writes results.csv and curves.csv.
+    A SIGTERM, SIGINT or SIGHUP stops it (module docstring): SweepStopped, exit status 75."""
     if parallel < 1:
         raise ConfigError(f"--parallel must be at least 1, got {parallel}")
+    if not stop_timeout > 0:
+        raise ConfigError(f"--stop-timeout must be a positive number of seconds, got {stop_timeout}")
     workdir = Path(workdir).absolute()
     sweep = load_sweep(sweep_path)
     print(format_table(expand(sweep, overrides, prepared_dir=str(workdir / DATA_DIR)),
@@ -272,38 +337,58 @@ def run_sweep(sweep_path: Path, workdir: Path, overrides: Sequence[str] = (), *,
     queue = []
     for spec, status in zip(specs, statuses(workdir)):
         if status.status == "done":
-            print(f"[sweep] {spec.name}: already done (step {status.steps})", flush=True)
+            _say(f"{spec.name}: already done (step {status.steps})")
         else:
             queue.append(spec)
     running: list[Launch] = []
-    total, finished = len(queue), 0
+    total, finished, stopped, deadline = len(queue), 0, set(), None
     try:
-        while queue or running:
-            while queue and len(running) < parallel:
-                spec = queue.pop(0)
-                job = launch(spec, workdir / RUNS_DIR / spec.name)
-                if job is None:
+        with _catching_signals() as received:
+            while running or (queue and not received):
+                if received and deadline is None:  # stop: forward the signal, launch no more
+                    deadline = time.monotonic() + stop_timeout
+                    stopped = {job.spec.name for job in running}
+                    name = signal.Signals(received[0]).name
+                    _say(f"{name}: stopping; {len(running)} trainer(s) save a checkpoint and exit "
+                         f"(waiting up to {stop_timeout:g}s; a second signal kills them)")
+                    for job in running:  # SIGTERM, repeats of which the trainer ignores
+                        job.process.send_signal(signal.SIGTERM)
+                if deadline is not None and (len(received) > 1 or time.monotonic() > deadline):
+                    why = "a second signal" if len(received) > 1 else f"{stop_timeout:g}s"
+                    for job in running:
+                        job.process.kill()
+                        job.process.wait()
+                        status = run_status(job.run_dir, job.spec.name, job.spec.config().train.steps)
+                        _say(f"{job.spec.name}: killed after {why}; {_resumes(status)}")
+                    running.clear()
+                while queue and not received and len(running) < parallel:
+                    spec = queue.pop(0)
+                    job = launch(spec, workdir / RUNS_DIR / spec.name)
+                    if job is None:
+                        finished += 1
+                        _say(f"{finished}/{total} {spec.name}: skipped, another process is training "
+                             f"it ({workdir / RUNS_DIR / spec.name / LOCK_FILE} is locked)")
+                    else:
+                        running.append(job)
+                time.sleep(0.2 if running else 0)
+                for job in [job for job in running if job.process.poll() is not None]:
+                    running.remove(job)
                     finished += 1
-                    print(f"[sweep] {finished}/{total} {spec.name}: skipped, another process is "
-                          f"training it ({workdir / RUNS_DIR / spec.name / LOCK_FILE} is locked)",
-                          flush=True)
-                else:
-                    running.append(job)
-            time.sleep(0.2)
-            for job in [job for job in running if job.process.poll() is not None]:
-                running.remove(job)
-                finished += 1
-                status = _finish(job)
-                print(f"[sweep] {finished}/{total} {job.spec.name}: "
-                      f"{_summary(status, job.run_dir, time.monotonic() - job.started)}", flush=True)
+                    status = _finish(job)
+                    _say(f"{finished}/{total} {job.spec.name}: "
+                         f"{_summary(status, job.run_dir, time.monotonic() - job.started)}")
     finally:
-        for job in running:  # interrupted: stop the trainers (they resume on the next run)
+        for job in running:  # an exception: stop the trainers (they resume on the next run)
             job.process.terminate()
         for job in running:
             job.process.wait()
     final = statuses(workdir)
     results, curves = write_sweep_results(workdir, final)
-    counts = {s: sum(r.status == s for r in final) for s in STATUSES}
-    print(f"[sweep] {', '.join(f'{n} {s}' for s, n in counts.items())}; results: {results}, "
-          f"curves: {curves}", flush=True)
+    _say(f"{count_text(final)}; results: {results}, curves: {curves}")
+    if received:
+        interrupted = sum(s.name in stopped and s.status != "done" for s in final)
+        _say(f"stopped by {signal.Signals(received[0]).name}: {interrupted} run(s) interrupted, "
+             f"{len(queue)} not started; exit {PREEMPTED_EXIT}: rerun the same command to resume "
+             "(done runs are skipped, interrupted ones resume from their checkpoints)")
+        raise SweepStopped(final)
     return final

@@ -1,30 +1,37 @@
 """`lm sweep status`'s report: one line per run with its status (and held-out loss, or
-how far it got and why it failed), then the counts and the files written. A tuned sweep
-groups its runs by point: each member with its tuned values, `*` marking the point's
-best (results.csv's `best`), and a line per point naming the best member's values."""
+how far it got and why it failed or was interrupted), then the counts and the files
+written. A tuned sweep groups its runs by point: each member with its tuned values, `*`
+marking the point's best (results.csv's `best`), and a line per point naming the best
+member's values."""
 
 from __future__ import annotations
 
 import itertools
+import signal
 from pathlib import Path
 from typing import Any, Sequence
 
 from lm.sweep.plan import RunSpec, hparam_text
 from lm.sweep.results import read_results, selection_loss
-from lm.sweep.runner import (RUNS_DIR, STATUSES, RunStatus, load_plan, statuses, stderr_tail,
+from lm.sweep.runner import (RUNS_DIR, RunStatus, count_text, load_plan, statuses, stderr_tail,
                              write_sweep_results)
 from lm.sweep.tune import aliases
+from lm.train.preemption import PREEMPTED_EXIT
 
 
 def _run_line(s: RunStatus, row: dict[str, Any], workdir: Path, width: int, values: str = "") -> str:
     line = f"{s.name.ljust(width)}  {s.status:<8}" + (f"  {values}" if values else "")
     if s.status == "done" and row["heldout_loss"] is not None:
         line += f"  held-out loss {row['heldout_loss']:.4f}"
-    if s.status in ("started", "failed"):
+    if s.status in ("started", "interrupted", "failed"):
         line += (f"  step {s.last_step or 0}/{s.steps} logged, checkpoint "
                  f"{s.checkpoint_step or 'none'}")
     if s.status == "started":
         line += " (running or interrupted)"
+    if s.status == "interrupted":
+        how = ("preempted, checkpoint saved" if s.returncode == PREEMPTED_EXIT
+               else f"killed by {signal.Signals(-s.returncode).name}")
+        line += f"  exit {s.returncode}: {how}; a rerun resumes it"
     if s.status == "failed":
         tail = stderr_tail(workdir / RUNS_DIR / s.name, lines=1)
         line += f"  exit {s.returncode}: {tail[0] if tail else 'no stderr'}"
@@ -69,6 +76,5 @@ def status_report(workdir: Path) -> str:
         lines = _tuned_lines(specs, final, rows, tuned, workdir, width)
     else:
         lines = [_run_line(s, rows[s.name], workdir, width) for s in final]
-    counts = ", ".join(f"{sum(s.status == k for s in final)} {k}" for k in STATUSES)
-    return "\n".join([*lines, f"{len(final)} runs: {counts}", f"results: {results}",
+    return "\n".join([*lines, f"{len(final)} runs: {count_text(final)}", f"results: {results}",
                       f"curves: {curves}"])

@@ -29,6 +29,7 @@ TENSORBOARD_DIR = "tensorboard"
 # (a fraction, as lm.train.peak.mfu returns it).
 LOSS, TOKENS_PER_S, MFU = "loss", "tokens_per_s", "mfu"
 
+ANOMALY = "anomaly"  # the kind of spike records (lm.train.anomaly)
 _RESERVED = ("step", "kind", "time")
 _NONFINITE = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}
 
@@ -89,11 +90,19 @@ def read_metrics(path: Path, kind: str | None = "train") -> list[dict]:
     return records
 
 
-def _drop_after_step(path: Path, start_step: int) -> None:
-    """Atomically rewrite ``path`` keeping only lines with step <= start_step."""
-    kept = b"".join(raw + b"\n" for raw, record in _parse_lines(path) if record["step"] <= start_step)
+def _drop_after_step(path: Path, start_step: int, *, rewinding: bool = False) -> None:
+    """Atomically rewrite ``path`` keeping the lines with step <= start_step, and the records of
+    rollbacks that happened on the way to start_step's state: those to an earlier step, or
+    (`rewinding`: the rollback now under way) to start_step itself."""
+
+    def kept(record: dict) -> bool:
+        back_to = record.get("rolled_back_to", start_step + 1)
+        return record["step"] <= start_step or (
+            record["kind"] == ANOMALY and (back_to <= start_step if rewinding else back_to < start_step))
+
+    lines = b"".join(raw + b"\n" for raw, record in _parse_lines(path) if kept(record))
     with atomic_write(path) as f:
-        f.write(kept)
+        f.write(lines)
 
 
 def _si(x: float) -> str:
@@ -143,12 +152,38 @@ class MetricsLogger:
         if self.path.exists():
             _drop_after_step(self.path, start_step)
         self._file = open(self.path, "a", encoding="utf-8")
-        self._writer = (
-            SummaryWriter(str(workdir / TENSORBOARD_DIR), purge_step=start_step + 1 if start_step else None)
-            if tensorboard
-            else None
-        )
+        self._tensorboard = workdir / TENSORBOARD_DIR if tensorboard else None
+        self._writer = self._open_writer(start_step)
         self._bar = tqdm(total=total_steps, initial=start_step, unit="step", dynamic_ncols=True)
+
+    def _open_writer(self, start_step: int) -> SummaryWriter | None:
+        if self._tensorboard is None:
+            return None
+        return SummaryWriter(str(self._tensorboard), purge_step=start_step + 1 if start_step else None)
+
+    def rewind(self, step: int) -> None:
+        """Forget what was logged after `step` (a rollback to that step's checkpoint), keeping
+        the anomaly records; TensorBoard's later events are purged as on resume."""
+        if not self._enabled:
+            return
+        self._file.close()
+        _drop_after_step(self.path, step, rewinding=True)
+        self._file = open(self.path, "a", encoding="utf-8")
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = self._open_writer(step)
+        self._bar.n = step
+        self._bar.refresh()
+
+    def event(self, step: int, kind: str, fields: Mapping[str, Any]) -> None:
+        """Record an event (numbers and strings) at ``step``: one JSONL line and one printed line."""
+        if not self._enabled:
+            return
+        values = {name: v if isinstance(v, str) else _json_value(name, v) for name, v in fields.items()}
+        record = {"step": int(step), "kind": kind, "time": time.time(), **values}
+        self._file.write(json.dumps(record, allow_nan=False) + "\n")
+        self._file.flush()
+        tqdm.write(f"{kind} step {step}: " + " ".join(f"{k}={_fmt(v)}" for k, v in values.items()))
 
     def log(self, step: int, metrics: Mapping[str, float], *, kind: str = "train") -> None:
         """Record ``metrics`` at ``step``: one JSONL line, TensorBoard scalars "<kind>/<name>".

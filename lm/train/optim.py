@@ -14,10 +14,12 @@ def lr_schedule(t: ml_collections.ConfigDict) -> optax.Schedule:
     """Linear warmup to `t.lr`, then cosine or warmup-stable-decay (WSD) to `lr * min_lr_ratio`.
 
     WSD holds the peak rate and decays linearly over the last `decay_fraction` of steps.
+    A warmup longer than the run is clamped to the run (`warmup_steps`).
     """
     floor = t.lr * t.min_lr_ratio
-    warmup = optax.linear_schedule(0.0, t.lr, max(t.warmup_steps, 1))
-    rest = t.steps - t.warmup_steps
+    warmup_steps = warmup_steps_of(t)
+    warmup = optax.linear_schedule(0.0, t.lr, max(warmup_steps, 1))
+    rest = t.steps - warmup_steps
     if t.schedule == "cosine":
         after = optax.cosine_decay_schedule(t.lr, max(rest, 1), alpha=t.min_lr_ratio)
     elif t.schedule == "wsd":
@@ -28,7 +30,23 @@ def lr_schedule(t: ml_collections.ConfigDict) -> optax.Schedule:
             [stable])
     else:
         after = optax.constant_schedule(t.lr)
-    return optax.join_schedules([warmup, after], [t.warmup_steps])
+    return optax.join_schedules([warmup, after], [warmup_steps])
+
+
+def warmup_steps_of(t: ml_collections.ConfigDict) -> int:
+    """The warmup the schedule uses: `train.warmup_steps`, at most the whole run. A short
+    continued-pretraining run (`--config.train.steps=20` on a config that warms up for 50)
+    warms up over all its steps; `lm train` prints a note saying so."""
+    return min(t.warmup_steps, t.steps)
+
+
+def warmup_note(t: ml_collections.ConfigDict) -> str | None:
+    """The note printed when the warmup is clamped, else None."""
+    if t.warmup_steps <= t.steps:
+        return None
+    return (f"train.warmup_steps={t.warmup_steps} is more than train.steps={t.steps}: the learning "
+            f"rate warms up over all {t.steps} steps and never decays (set "
+            f"--config.train.warmup_steps to choose)")
 
 
 def weight_decay_mask(params: Any, t: ml_collections.ConfigDict) -> Any:

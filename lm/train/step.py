@@ -54,7 +54,11 @@ def make_train_step(graphdef: nnx.GraphDef, optimizer: optax.GradientTransformat
                     loss_chunk: int = 0) -> Callable[[TrainState, Batch], tuple[TrainState, dict]]:
     """A train step: gradient accumulation over `grad_accum` microbatches, a NaN/Inf
     guard that skips the update (state unchanged, `finite` = 0), then AdamW. With
-    `pipeline`, each accumulation microbatch runs through that pipeline schedule."""
+    `pipeline`, each accumulation microbatch runs through that pipeline schedule.
+
+    `limits` (optional, {"loss": x, "grad_norm": y}) also skips the update of a step
+    whose loss or gradient norm is over its limit (the spike action "skip",
+    lm.train.anomaly); the metrics then carry `accepted` = 0."""
 
     def objective(params, microbatch, tokens):
         """The microbatch's share of the batch's mean loss: its sums over the whole batch's
@@ -65,7 +69,7 @@ def make_train_step(graphdef: nnx.GraphDef, optimizer: optax.GradientTransformat
 
     grad_fn = jax.grad(objective, has_aux=True)
 
-    def step(state: TrainState, batch: Batch) -> tuple[TrainState, dict]:
+    def step(state: TrainState, batch: Batch, limits: dict | None = None) -> tuple[TrainState, dict]:
         params = state["params"]
         # the batch's loss-carrying tokens (the sums' "tokens"), known before the forward pass
         tokens = jnp.maximum(jnp.sum(loss_mask(batch)).astype(jnp.float32), 1.0)
@@ -84,10 +88,13 @@ def make_train_step(graphdef: nnx.GraphDef, optimizer: optax.GradientTransformat
         loss = sums["nll"] / tokens
         grad_norm = optax.global_norm(grads)
         finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+        accepted = finite
+        if limits is not None:
+            accepted = finite & (loss <= limits["loss"]) & (grad_norm <= limits["grad_norm"])
 
         updates, new_opt_state = optimizer.update(grads, state["opt_state"], params)
         new_params = optax.apply_updates(params, updates)
-        keep = lambda new, old: jnp.where(finite, new, old)
+        keep = lambda new, old: jnp.where(accepted, new, old)
         new_state = {
             "step": state["step"] + 1,
             "params": jax.tree.map(keep, new_params, params),
@@ -96,6 +103,8 @@ def make_train_step(graphdef: nnx.GraphDef, optimizer: optax.GradientTransformat
         metrics = {"loss": loss, "z_loss": z_loss * sums["log_z_sq"] / tokens,
                    "grad_norm": grad_norm, "tokens": sums["tokens"],
                    "finite": finite.astype(jnp.int32)}
+        if limits is not None:
+            metrics["accepted"] = accepted.astype(jnp.int32)
         return new_state, metrics
 
     return step
