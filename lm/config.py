@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import ast
 import difflib
-import importlib.util
 from pathlib import Path
 from typing import Any, Sequence
 
 import ml_collections
+
+from lm.errors import ConfigError
+from lm.pyfile import call_python_file
 
 MESH_AXES = ("data", "fsdp", "tensor", "stage")  # the device mesh's axes, in order
 DTYPES = ("float32", "bfloat16")
@@ -27,10 +29,6 @@ TOKENIZER_TYPES = ("bpe", "unigram")
 # data fields that choose, split or tokenize the documents: a prepared corpus's recipe decides these.
 PREPARED_REPLACES = ("sources", "text_field", "hf_split", "heldout_fraction", "tokenizer_path", "tokenizer_type",
                      "tokenizer_byte_fallback", "tokenizer_split_digits", "tokenizer_max_sentences")
-
-
-class ConfigError(ValueError):
-    """A config field has a bad value; the message names the field and the fix."""
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -156,7 +154,7 @@ def head_dim(model: ml_collections.ConfigDict) -> int:
 
 
 def _fail(field: str, message: str) -> None:
-    raise ConfigError(f"config field '{field}': {message}")
+    raise ConfigError(f"config field {field!r}: {message}")  # repr: one line whatever was typed
 
 
 def _check_positive(cfg: ml_collections.ConfigDict, fields: Sequence[str]) -> None:
@@ -332,11 +330,11 @@ def _coerce(path: str, current: Any, value: Any) -> Any:
 def parse_override(arg: str) -> tuple[list[str], Any]:
     """Parse `config.a.b=value` (the leading `--` already removed) into a key path and value."""
     if "=" not in arg:
-        raise ConfigError(f"override '{arg}' has no '='; write --config.section.field=value")
+        raise ConfigError(f"override {arg!r} has no '='; write --config.section.field=value")
     key, raw = arg.split("=", 1)
     parts = key.split(".")
     if parts[0] != "config" or len(parts) < 3:
-        raise ConfigError(f"override '{arg}' must look like --config.section.field=value")
+        raise ConfigError(f"override {arg!r} must look like --config.section.field=value")
     lowered = raw.strip().lower()
     if lowered in ("true", "false"):
         return parts[1:], lowered == "true"
@@ -353,20 +351,6 @@ def load_config(path: str | Path | None, overrides: Sequence[str] = ()) -> ml_co
     if path is not None:
         merge(cfg, _to_dict(call_python_file(path, "get_config", kind="config")))
     return validate(apply_overrides(cfg, overrides))
-
-
-def call_python_file(path: str | Path, function: str, *, kind: str) -> Any:
-    """Import the Python file `path` and return what its `function()` returns
-    (experiment configs define `get_config`, sweeps `get_sweep`)."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{kind} file {path} does not exist")
-    spec = importlib.util.spec_from_file_location(f"lm_{kind}_{path.stem}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    if not hasattr(module, function):
-        raise ConfigError(f"{kind} file {path} defines no {function}()")
-    return getattr(module, function)()
 
 
 def apply_overrides(cfg: ml_collections.ConfigDict, overrides: Sequence[str]) -> ml_collections.ConfigDict:

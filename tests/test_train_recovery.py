@@ -1,4 +1,5 @@
-"""Loss spikes in a real run: a planted bad batch is detected, logged, skipped or rolled back."""
+"""Recovery in a real run: a planted bad batch is detected, logged, skipped or rolled back; a
+corrupt newest checkpoint is passed over for the one before."""
 
 import shutil
 from pathlib import Path
@@ -106,6 +107,28 @@ def test_a_resumed_run_judges_steps_as_an_uninterrupted_one(corpus_dir, prepared
     train(cfg, tmp_path)
     assert [{k: v for k, v in e.items() if k != "time"} for e in anomalies(tmp_path)] == before
     assert before and before[0]["step"] == SPIKE
+
+
+def test_a_corrupt_newest_checkpoint_resumes_from_the_one_before(corpus_dir, prepared, tmp_path,
+                                                                  capsys):
+    cfg = config(corpus_dir, prepared, keep_last=5)
+    train(cfg, tmp_path)
+    straight = losses(tmp_path)
+    for step in (30, 40):
+        shutil.rmtree(tmp_path / "checkpoints" / str(step))
+    newest = tmp_path / "checkpoints" / "20"
+    victim = max((p for p in (newest / "state").rglob("*") if p.is_file()), key=lambda p: p.stat().st_size)
+    size, relative = victim.stat().st_size, victim.relative_to(newest)
+    victim.write_bytes(victim.read_bytes()[: size // 2])
+    capsys.readouterr()
+    train(cfg, tmp_path)
+    out, err = capsys.readouterr()
+    assert (f"lm train: warning: checkpoint {newest} is corrupt: {relative} is truncated "
+            f"({size // 2} of {size} bytes)") in err
+    assert f"moved it to {tmp_path / 'checkpoints' / 'corrupt' / '20'}, falling back to step 10" in err
+    assert f"[train] resumed from step 10 in {tmp_path / 'checkpoints'}" in out
+    assert losses(tmp_path) == straight
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["10", "20", "30", "40", "corrupt"]
 
 
 @pytest.mark.parametrize("field, value, message", [
