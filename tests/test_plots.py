@@ -1,12 +1,12 @@
-"""Tests for lm.plots.plot_loss."""
+"""Tests for lm.train.plots.plot_loss."""
 
 import json
 
 import pytest
 from matplotlib.figure import Figure
 
-import lm.plots
-from lm.plots import plot_loss
+import lm.train.plots
+from lm.train.plots import plot_loss
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -29,7 +29,7 @@ def figures(monkeypatch):
             super().__init__(*args, **kwargs)
             made.append(self)
 
-    monkeypatch.setattr(lm.plots, "Figure", Recording)
+    monkeypatch.setattr(lm.train.plots, "Figure", Recording)
     return made
 
 
@@ -62,6 +62,18 @@ def test_eval_markers_and_log_scale(tmp_path, figures):
     assert list(eval_line.get_xdata()) == [50, 100, 200]
     assert list(eval_line.get_ydata()) == [2.1, 1.05, 0.6]
     assert eval_line.get_linestyle() == "None" and eval_line.get_marker() == "o"
+
+
+def test_loss_spikes_are_crosses(tmp_path, figures):
+    metrics = _write_metrics(tmp_path / "metrics.jsonl", [(s, 3.0) for s in range(1, 31)])
+    with metrics.open("a") as f:
+        for metric, value in (("loss", 9.5), ("grad_norm", 40.0)):
+            f.write(json.dumps({"step": 12, "kind": "anomaly", "time": 0.0, "metric": metric,
+                                "value": value, "median": 3.0, "limit": 3.5, "action": "log"}) + "\n")
+    plot_loss(metrics, tmp_path / "loss.png")
+    train_line, spike_line = figures[0].axes[0].get_lines()
+    assert list(spike_line.get_xdata()) == [12] and list(spike_line.get_ydata()) == [9.5]
+    assert spike_line.get_marker() == "x" and spike_line.get_label() == "loss spike"
 
 
 def test_overwrites_existing_png(tmp_path):

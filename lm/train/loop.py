@@ -30,7 +30,7 @@ from lm.parallel.distributed import barrier, is_main_process
 from lm.model.sharded_init import shard_params_init
 from lm.parallel.rules import batch_sharding, train_state_shardings
 from lm.parallel.setup import parallelism_from_config
-from lm.plots import plot_loss
+from lm.train.plots import plot_loss
 from lm.scaling.counts import mfu_flops_per_token, param_counts
 from lm.train.anomaly import Spike, detector_from_config
 from lm.train.batch_stream import BatchStream

@@ -19,7 +19,8 @@ def _loss_points(records: list[dict]) -> tuple[list[int], list[float]]:
 
 
 def plot_loss(metrics_path: Path, out_path: Path) -> Path:
-    """Write a PNG of train loss (line) and eval loss (markers) against step; return out_path.
+    """Write a PNG of train loss (line), eval loss (dots) and loss spikes (crosses) against
+    step; return out_path.
 
     The y axis is logarithmic when the plotted losses span more than one
     decade. The title is the run directory (the metrics file's parent) name.
@@ -39,6 +40,10 @@ def plot_loss(metrics_path: Path, out_path: Path) -> Path:
     ax.plot(train_steps, train_loss, label="train", linewidth=1)
     if eval_loss:
         ax.plot(eval_steps, eval_loss, "o", label="eval", markersize=4)
+    spikes = [(r["step"], r["value"]) for r in records  # lm.train.anomaly's loss spikes
+              if r["kind"] == "anomaly" and r.get("metric") == LOSS and math.isfinite(r["value"])]
+    if spikes:
+        ax.plot(*zip(*spikes), "x", color="tab:red", label="loss spike", markersize=7)
     losses = train_loss + eval_loss
     if min(losses) > 0 and max(losses) / min(losses) > 10:
         ax.set_yscale("log")

@@ -1,0 +1,89 @@
+"""The import order of lm's layers, checked by walking the source with `ast`:
+
+    errors, files, pyfile < config < parallel < model < data < train, scaling
+        < sweep, convert, evaluate, sample < cli
+
+A module may import its own layer or lower ones, never a higher one; scaling (the
+fitting library that notebooks import) never imports train, and no module is over
+400 lines."""
+
+import ast
+import sys
+from pathlib import Path
+
+import pytest
+
+LM = Path(__file__).resolve().parents[1] / "lm"
+LAYERS = [("errors", "files", "pyfile"), ("config",), ("parallel",), ("model",), ("data",),
+          ("train", "scaling"), ("sweep", "convert", "evaluate", "evaluate_cli", "sample"), ("cli",)]
+RANK = {name: rank for rank, names in enumerate(LAYERS) for name in names}
+FORBIDDEN_SIDEWAYS = {("scaling", "train")}
+MAX_LINES = 400
+
+
+def part_of(module: str) -> str:
+    """'lm.train.loop' -> 'train'; 'lm' itself (from lm import config) has no part."""
+    return module.split(".")[1] if "." in module else ""
+
+
+def imports(path: Path) -> list[tuple[int, str]]:
+    """(line, module) for each lm import in the file, including `from lm import x`."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found += [(node.lineno, a.name) for a in node.names if a.name.startswith("lm.")]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            if node.module == "lm":
+                found += [(node.lineno, f"lm.{a.name}") for a in node.names]
+            elif node.module.startswith("lm."):
+                found.append((node.lineno, node.module))
+    return found
+
+
+def modules() -> list[Path]:
+    return sorted(LM.rglob("*.py"))
+
+
+def module_name(path: Path) -> str:
+    return ".".join(path.relative_to(LM.parent).with_suffix("").parts).removesuffix(".__init__")
+
+
+def violations(paths: list[Path]) -> list[str]:
+    found = []
+    for path in paths:
+        here = part_of(module_name(path))
+        for line, target in imports(path):
+            there = part_of(target)
+            if here not in RANK or there not in RANK:
+                found.append(f"{path.relative_to(LM.parent)}:{line}: {target} (a layer the test does not know)")
+            elif RANK[there] > RANK[here] or (here, there) in FORBIDDEN_SIDEWAYS:
+                found.append(f"{path.relative_to(LM.parent)}:{line}: {module_name(path)} imports {target}")
+    return found
+
+
+def test_every_part_of_lm_has_a_layer():
+    parts = {part_of(module_name(p)) for p in modules()} - {""}
+    assert parts <= set(RANK), sorted(parts - set(RANK))
+
+
+def test_no_import_runs_up_the_layers():
+    assert violations(modules()) == []
+
+
+def test_no_module_is_over_400_lines():
+    long = {str(p.relative_to(LM.parent)): n for p in modules()
+            if (n := len(p.read_text().splitlines())) > MAX_LINES}
+    assert long == {}
+
+
+@pytest.mark.parametrize("source, message", [
+    ("from lm.train.loop import train\n", "lm/parallel/bad.py:1: lm.parallel.bad imports lm.train.loop"),
+    ("import lm.sweep.grid\n", "lm/parallel/bad.py:1: lm.parallel.bad imports lm.sweep.grid"),
+    ("def f():\n    from lm.model import decoder\n", "lm/parallel/bad.py:2: lm.parallel.bad imports lm.model"),
+])
+def test_the_checker_finds_an_upward_import(tmp_path, monkeypatch, source, message):
+    fake = tmp_path / "lm"
+    (fake / "parallel").mkdir(parents=True)
+    (fake / "parallel" / "bad.py").write_text(source)
+    monkeypatch.setattr(sys.modules[__name__], "LM", fake)
+    assert violations([fake / "parallel" / "bad.py"]) == [message]
