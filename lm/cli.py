@@ -69,15 +69,12 @@ def _sample(args: argparse.Namespace, overrides: list[str]) -> None:
     from lm.data.build import run_tokenizer_path
     from lm.data.tokenizer import Tokenizer
     from lm.sample import generate
-    from lm.train.loop import load_params
+    from lm.train.state import read_run_config, restore_params
 
     workdir = Path(args.workdir)
-    config_path = workdir / "config.json"
-    if not config_path.exists():
-        raise FileNotFoundError(f"{config_path} does not exist; is {workdir} a run's workdir?")
-    cfg = from_json_dict(json.loads(config_path.read_text()))
+    cfg = read_run_config(workdir)
     s = cfg.sample
-    graphdef, params, step = load_params(workdir, cfg)
+    graphdef, params, step = restore_params(workdir, cfg, command="lm sample")
     tokenizer = Tokenizer.load(run_tokenizer_path(cfg.data, workdir))
     prompt = [tokenizer.bos_id] + tokenizer.encode(args.prompt)
     max_new = args.max_new_tokens or s.max_new_tokens

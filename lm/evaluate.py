@@ -35,7 +35,7 @@ import numpy as np
 from flax import nnx
 from tqdm import tqdm
 
-from lm.convert.workdir import restore_params
+from lm.train.state import restore_params
 from lm.data.build import run_tokenizer_path
 from lm.data.read import Document
 from lm.data.tokenizer import Tokenizer

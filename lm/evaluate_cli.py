@@ -20,7 +20,7 @@ from lm.config import ConfigError
 
 
 def _eval(args: argparse.Namespace, overrides: list[str]) -> None:
-    from lm.convert.workdir import read_config
+    from lm.train.state import read_run_config
     from lm.data.build import heldout_documents
     from lm.evaluate import evaluate_run
     from lm.files import write_json_atomic
@@ -28,7 +28,7 @@ def _eval(args: argparse.Namespace, overrides: list[str]) -> None:
     if overrides:
         raise ConfigError("lm eval takes no --config.* overrides; the run's config is used")
     workdir = Path(args.workdir)
-    cfg = read_config(workdir)
+    cfg = read_run_config(workdir)
     seq_len = args.seq_len or cfg.data.seq_len
     batch_size = args.batch_size or cfg.train.batch_size
     if not 0 < seq_len <= cfg.model.max_seq_len:

@@ -1,9 +1,12 @@
 """Running a user's Python file (an experiment config, a sweep, a study, a recipe) and
-returning what one of its functions returns, with one-line errors naming the file."""
+returning what one of its functions returns, with one-line errors naming the file. The
+file's directory is on the import path while it loads, so files can share a module
+beside them (experiments/sweeps/fineweb_base.py)."""
 
 from __future__ import annotations
 
 import importlib.util
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -18,12 +21,15 @@ def call_python_file(path: str | Path, function: str, *, kind: str) -> Any:
         raise ConfigError(f"{kind} file {path} does not exist")
     spec = importlib.util.spec_from_file_location(f"lm_{kind}_{path.stem}", path)
     module = importlib.util.module_from_spec(spec)
+    sys.path.insert(0, str(path.parent.resolve()))  # the file may import modules beside it
     try:
         spec.loader.exec_module(module)
     except SyntaxError as err:
         raise ConfigError(f"{kind} file {path}:{err.lineno}: {err.msg}") from None
     except Exception as err:  # the file's own code failed: name it, not a traceback
         raise ConfigError(f"{kind} file {path} failed to load: {type(err).__name__}: {err}") from None
+    finally:
+        sys.path.remove(str(path.parent.resolve()))
     if not hasattr(module, function):
         raise ConfigError(f"{kind} file {path} defines no {function}()")
     try:

@@ -40,7 +40,7 @@ def forward1(model, tokens):
 
 def make_model(m: ml_collections.ConfigDict, seed: int = 0):
     """A Decoder initialised under one jit (eager init compiles every parameter's RNG)."""
-    from lm.train.loop import build_model
+    from lm.train.state import build_model
     graphdef, params = build_model(m, seed)
     return nnx.merge(graphdef, params)
 

@@ -19,10 +19,11 @@ from lm.convert.from_hf import convert_from_hf
 from lm.convert.hf_config import hf_config_from_model, model_fields_from_hf
 from lm.convert.safetensors_io import INDEX_FILE, SINGLE_FILE, SafetensorsReader, write_safetensors
 from lm.convert.to_hf import convert_to_hf, hf_tensors
-from lm.convert.workdir import abstract_model, restore_params, write_workdir
+from lm.convert.workdir import write_workdir
+from lm.train.state import abstract_params, restore_params
 from lm.data.tokenizer import Tokenizer, train_tokenizer
 from lm.train.checkpoint import CheckpointError
-from lm.train.loop import load_params, train
+from lm.train.loop import train
 from tests.helpers import forward1, stdlib_texts, tiny_model_config
 
 VOCAB = 384
@@ -47,7 +48,7 @@ def random_params(m, seed: int) -> dict:
         offset = 1.0 if path[-1].key == "scale" else 0.0
         return (offset + m.init_std * rng.standard_normal(s.shape)).astype(s.dtype)
 
-    return jax.tree_util.tree_map_with_path(draw, abstract_model(m)[1])
+    return jax.tree_util.tree_map_with_path(draw, abstract_params(m)[1])
 
 
 def write_hf_dir(path: Path, m, params: dict, tokenizer: Tokenizer, extra_tensors: dict | None = None,
@@ -253,7 +254,7 @@ def test_training_continues_from_the_imported_checkpoint_and_sampling_works(tmp_
     cfg = load_config(run / "experiment.py")  # what `lm train --config run/experiment.py` reads
     assert cfg.data.sources == (str(corpus),) and cfg.model.vocab_size == VOCAB
     assert train(cfg, run)["step"] == 2
-    _, trained, step = load_params(run, cfg)
+    _, trained, step = restore_params(run, cfg)
     assert step == 2
     # Two steps at lr 1e-6 move each weight by at most ~2e-6: training went on from the imported
     # weights, not from the run's own random initialisation (std 0.02, so ~0.05 away).

@@ -14,7 +14,8 @@ from scipy.special import logsumexp
 
 from lm.cli import main
 from lm.config import default_config
-from lm.convert.workdir import abstract_model, read_config, restore_params, write_workdir
+from lm.convert.workdir import write_workdir
+from lm.train.state import abstract_params, read_run_config, restore_params
 from lm.data.build import is_heldout
 from lm.data.read import iter_documents
 from lm.data.tokenizer import Tokenizer, train_tokenizer
@@ -39,13 +40,13 @@ def run(tmp_path_factory) -> tuple[Path, Tokenizer]:
     rng = np.random.default_rng(0)  # weights ~ N(0, 0.1), norm scales ~ 1 + N(0, 0.1)
     params = jax.tree_util.tree_map_with_path(
         lambda path, s: ((path[-1].key == "scale") + 0.1 * rng.standard_normal(s.shape)).astype(s.dtype),
-        abstract_model(cfg.model)[1])
+        abstract_params(cfg.model)[1])
     write_workdir(cfg, params, root / "run", {"test": "random"})
     return root / "run", tokenizer
 
 
 def model_of(workdir: Path):
-    graphdef, params, _ = restore_params(workdir, read_config(workdir))
+    graphdef, params, _ = restore_params(workdir, read_run_config(workdir))
     return graphdef, params
 
 

@@ -19,7 +19,7 @@ from flax import nnx
 from lm.config import load_config
 from lm.model.decoder import Decoder
 from lm.scaling.counts import param_counts
-from lm.train.loop import build_model
+from lm.train.state import build_model
 from lm.train.optim import make_optimizer
 from lm.train.step import init_train_state, make_train_step
 

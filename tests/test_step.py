@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from lm.config import default_config
-from lm.train.loop import build_model
+from lm.train.state import build_model
 from lm.train.optim import make_optimizer
 from lm.train.step import init_train_state, make_eval_step, make_train_step
 from tests.helpers import random_tokens, tiny_model_config

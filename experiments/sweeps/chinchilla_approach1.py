@@ -9,19 +9,15 @@ FineWeb-Edu's 10B-token sample (`pip install -e '.[hf]'`, network); point
 `--config.data.sources` elsewhere to use your own.
 """
 
+from fineweb_base import FAMILY, base
+
 
 def get_sweep():
     return {
-        "base": {
-            "model": {"vocab_size": 32000, "max_seq_len": 2048, "compute_dtype": "bfloat16"},
-            "data": {"sources": ["hf:HuggingFaceFW/fineweb-edu:sample-10BT"], "seq_len": 2048,
-                     "heldout_fraction": 0.001},
-            "train": {"batch_size": 256, "lr": 1e-3, "warmup_steps": 200, "eval_every": 100,
-                      "eval_batches": 32, "checkpoint_every": 500},
-        },
+        "base": base(warmup_steps=200, eval_every=100, checkpoint_every=500),
         "kind": "approach1",
         "n_kind": "total",
         "model_sizes": [20e6, 40e6, 80e6, 160e6, 320e6],
         "tokens": [1e9, 2e9, 4e9, 8e9],
-        "family": {"head_dim": 64, "min_aspect": 32, "max_aspect": 64, "ffn_multiple": 64},
+        "family": FAMILY,
     }

@@ -9,16 +9,12 @@ network; the longest run reads 6.3B tokens of it); point `--config.data.sources`
 elsewhere to use your own.
 """
 
+from fineweb_base import FAMILY, base
+
 
 def get_sweep():
     return {
-        "base": {
-            "model": {"vocab_size": 32000, "max_seq_len": 2048, "compute_dtype": "bfloat16"},
-            "data": {"sources": ["hf:HuggingFaceFW/fineweb-edu:sample-10BT"], "seq_len": 2048,
-                     "heldout_fraction": 0.001},
-            "train": {"batch_size": 256, "lr": 1e-3, "warmup_steps": 100, "eval_every": 250,
-                      "eval_batches": 32, "checkpoint_every": 500},
-        },
+        "base": base(warmup_steps=100, eval_every=250, checkpoint_every=500),
         "kind": "isoflop",
         "n_kind": "total",
         "flops": "6n",
@@ -29,5 +25,5 @@ def get_sweep():
             [45e6, 65e6, 90e6, 135e6, 200e6],
             [80e6, 110e6, 160e6, 240e6, 350e6],
         ],
-        "family": {"head_dim": 64, "min_aspect": 32, "max_aspect": 64, "ffn_multiple": 64},
+        "family": FAMILY,
     }

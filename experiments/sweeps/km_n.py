@@ -8,19 +8,15 @@ sample (`pip install -e '.[hf]'`, network); point `--config.data.sources` elsewh
 use your own.
 """
 
+from fineweb_base import FAMILY, base
+
 
 def get_sweep():
     return {
-        "base": {
-            "model": {"vocab_size": 32000, "max_seq_len": 2048, "compute_dtype": "bfloat16"},
-            "data": {"sources": ["hf:HuggingFaceFW/fineweb-edu:sample-10BT"], "seq_len": 2048,
-                     "heldout_fraction": 0.001},
-            "train": {"batch_size": 256, "lr": 1e-3, "warmup_steps": 500, "eval_every": 1000,
-                      "eval_batches": 32, "checkpoint_every": 1000},
-        },
+        "base": base(warmup_steps=500, eval_every=1000, checkpoint_every=1000),
         "kind": "n",
         "n_kind": "non_embedding",
         "model_sizes": [3e6, 1e7, 3e7, 1e8, 3e8],
         "tokens": 8e9,
-        "family": {"head_dim": 64, "min_aspect": 32, "max_aspect": 64, "ffn_multiple": 64},
+        "family": FAMILY,
     }

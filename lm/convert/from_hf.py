@@ -39,7 +39,8 @@ from lm.config import ConfigError, apply_overrides, call_python_file, default_co
 from lm.convert import layout
 from lm.convert.hf_config import ARCHITECTURE_FIELDS, model_fields_from_hf
 from lm.convert.safetensors_io import SafetensorsReader
-from lm.convert.workdir import abstract_model, write_workdir
+from lm.convert.workdir import write_workdir
+from lm.train.state import abstract_params
 from lm.data.tokenizer import Tokenizer
 from lm.train.checkpoint import CheckpointError
 
@@ -78,7 +79,7 @@ def build_config(src: Path, config_file: str | None, overrides: Sequence[str]) -
 
 def read_params(reader: SafetensorsReader, m: ml_collections.ConfigDict) -> dict[str, Any]:
     """The lm parameters (numpy, `m.param_dtype`) from an HF checkpoint, one tensor at a time."""
-    _, shapes = abstract_model(m)
+    _, shapes = abstract_params(m)
     params = jax.tree.map(lambda s: np.empty(s.shape, s.dtype), shapes)
     expected = layout.all_tensors(m.num_layers, m.tie_embeddings)
     for tensor in expected:

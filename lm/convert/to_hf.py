@@ -27,7 +27,7 @@ from lm.config import ConfigError
 from lm.convert import layout
 from lm.convert.hf_config import hf_config_from_model
 from lm.convert.safetensors_io import write_safetensors
-from lm.convert.workdir import read_config, restore_params
+from lm.train.state import read_run_config, restore_params
 from lm.data.build import run_tokenizer_path
 from lm.data.tokenizer import Tokenizer
 from lm.files import write_json_atomic
@@ -75,7 +75,7 @@ def tokenizer_files(model_path: Path, max_len: int) -> tuple[dict[str, Any], dic
 def convert_to_hf(workdir: Path, dst: Path, *, max_shard_bytes: int) -> dict[str, Any]:
     """Write the newest checkpoint of the run in `workdir` to the new HF directory `dst`."""
     workdir, dst = Path(workdir), Path(dst)
-    cfg = read_config(workdir)
+    cfg = read_run_config(workdir)
     if dst.exists() and any(dst.iterdir()):
         raise ConfigError(f"DST_DIR {dst} is not empty; choose a new directory")
     tokenizer = Tokenizer.load(run_tokenizer_path(cfg.data, workdir))

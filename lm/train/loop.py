@@ -8,7 +8,6 @@ every step and evaluating and checkpointing periodically.
 from __future__ import annotations
 
 import json
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,6 @@ from typing import Any
 import jax
 import ml_collections
 import numpy as np
-from flax import nnx
 
 from lm import config as config_lib
 from lm.config import skip_ranges
@@ -24,22 +22,21 @@ from lm.data.build import RunData, build_run_data
 from lm.data.loader import eval_batches
 from lm.data.prefetch import prefetch
 from lm.files import write_json_atomic
-from lm.model.decoder import Decoder
-from lm.parallel.sharding import use_mesh_rules
 from lm.parallel.distributed import barrier, is_main_process
-from lm.model.sharded_init import shard_params_init
-from lm.parallel.rules import batch_sharding, train_state_shardings
+from lm.parallel.rules import batch_sharding
 from lm.parallel.setup import parallelism_from_config
-from lm.train.plots import plot_loss
+from lm.parallel.sharding import use_mesh_rules
 from lm.scaling.counts import mfu_flops_per_token, param_counts
 from lm.train.anomaly import Spike, detector_from_config
 from lm.train.batch_stream import BatchStream
 from lm.train.checkpoint import Checkpointer
 from lm.train.metrics import ANOMALY, METRICS_FILE, MetricsLogger, read_metrics
-from lm.train.optim import lr_schedule, make_optimizer, warmup_note
+from lm.train.optim import lr_schedule, warmup_note
+from lm.train.plots import plot_loss
 from lm.train.preemption import Preempted, StopSignal, process_all_gather
 from lm.train.peak import mfu, peak_flops_per_device
-from lm.train.step import init_train_state, jit_train_step, make_eval_step
+from lm.train.state import build_model, init_state, state_layout  # noqa: F401 (build_model: old import path)
+from lm.train.step import jit_train_step, make_eval_step
 
 
 class TrainingDiverged(RuntimeError):
@@ -67,35 +64,6 @@ def check_workdir_config(cfg: ml_collections.ConfigDict, workdir: Path, *, write
 
 def _plain(value: Any) -> Any:
     return list(value) if isinstance(value, (list, tuple)) else value
-
-
-def build_model(m: ml_collections.ConfigDict, seed: int) -> tuple[nnx.GraphDef, Any]:
-    """The model's graph definition and freshly initialised parameters (a pure dict)."""
-    graphdef, _ = nnx.split(nnx.eval_shape(lambda: Decoder(m, rngs=nnx.Rngs(seed))))
-
-    @jax.jit
-    def init() -> Any:
-        return nnx.state(Decoder(m, rngs=nnx.Rngs(seed))).to_pure_dict()
-
-    return graphdef, init()
-
-
-def load_params(workdir: Path, cfg: ml_collections.ConfigDict) -> tuple[nnx.GraphDef, Any, int]:
-    """The newest checkpoint's parameters of the run in `workdir` (for sampling)."""
-    graphdef, params = build_model(cfg.model, cfg.train.seed)
-    optimizer = make_optimizer(cfg.train, params)
-    one_device = jax.sharding.SingleDeviceSharding(jax.devices()[0])  # whatever mesh saved it
-    abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=one_device),
-                            jax.eval_shape(lambda: init_train_state(params, optimizer)))
-    checkpointer = Checkpointer(workdir / "checkpoints", keep_last=cfg.train.keep_last)
-    step = checkpointer.latest_step()
-    if step is None:
-        raise FileNotFoundError(f"no checkpoint in {workdir / 'checkpoints'}; train first")
-    # verified against its checksums, but never moved aside: a trainer may be running
-    state, _, _ = checkpointer.restore(step, abstract, warn=lambda message: print(
-        f"lm sample: warning: {message}", file=sys.stderr, flush=True))
-    checkpointer.close()
-    return graphdef, state["params"], step
 
 
 def global_batch(local: dict, sharding: jax.sharding.NamedSharding) -> dict:
@@ -135,11 +103,10 @@ def train(cfg: ml_collections.ConfigDict, workdir: Path) -> dict[str, Any]:
 
     layout = parallelism_from_config(cfg)
     mesh, rules, pipeline = layout.mesh, layout.rules, layout.pipeline
-    graphdef, params, param_sh = shard_params_init(m, t.seed, mesh, rules)
-    optimizer = make_optimizer(t, params)
-    state_sh = train_state_shardings(optimizer, params, param_sh, mesh)
-    init_state = jax.jit(lambda p: init_train_state(p, optimizer), out_shardings=state_sh)
-    state = init_state(params)
+    run_layout = state_layout(cfg, mesh, rules)
+    graphdef, optimizer = run_layout.graphdef, run_layout.optimizer
+    param_sh, state_sh = run_layout.param_shardings, run_layout.state_shardings
+    state = init_state(cfg, run_layout, mesh, rules)
     batch_sh = batch_sharding(mesh, rules)
     counts = param_counts(m)
     if main:
@@ -161,16 +128,15 @@ def train(cfg: ml_collections.ConfigDict, workdir: Path) -> dict[str, Any]:
         bos_id=data.tokenizer.bos_id, eos_id=data.tokenizer.eos_id)]
     checkpointer = Checkpointer(workdir / "checkpoints", keep_last=t.keep_last,
                                 keep_every=t.keep_every, async_save=t.async_checkpoint)
-    abstract = jax.tree.map(lambda a, sh: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sh),
-                            jax.eval_shape(lambda: state), state_sh)
 
     def restore() -> int:
         """Put the newest good checkpoint (or the fresh state) into `state`, `stream` and
         `detector`; its step (0: fresh, or a converted checkpoint from lm convert from-hf)."""
         nonlocal state
-        restored = checkpointer.restore_latest(abstract, fallback=t.checkpoint_fallback)
+        restored = checkpointer.restore_latest(run_layout.abstract_state,
+                                               fallback=t.checkpoint_fallback)
         if restored is None:
-            state = init_state(params)
+            state = init_state(cfg, run_layout, mesh, rules)
             stream.set_state(fresh_data_state, 0)
             spikes = None
         else:
