@@ -5,8 +5,8 @@ import pytest
 
 from lm.scaling.bootstrap import (REFIT_STARTS, BootstrapResult, Interval, bootstrap_approach1,
                                   bootstrap_approach2, bootstrap_approach3, percentile_interval,
-                                  prediction_interval)
-from lm.scaling.chinchilla import fit_approach3, predict, start_grid
+                                  predict, prediction_interval)
+from lm.scaling.chinchilla import fit_approach3, start_grid
 from lm.scaling.laws import chinchilla_loss
 from tests.test_chinchilla import (A_TRUE, B_TRUE, CONV, GRID_1, SMALL_GRID, TRUE,
                                    isoflop_design, training_runs, true_optimum)

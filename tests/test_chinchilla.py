@@ -382,7 +382,8 @@ def test_approach1_bad_inputs():
 def test_predict_rejects_allocation_fits():
     N, _, C, loss = isoflop_design(np.logspace(18, 21, 3), 5, 0.0)
     fit = fit_approach2(N, loss, C, **CONV)
-    with pytest.raises(TypeError, match="Approach3Fit or a bootstrap"):
+    with pytest.raises(TypeError, match="result must be an Approach3Fit .* a bootstrap goes to "
+                                        "lm.scaling.bootstrap.predict"):
         predict(fit, 1e9, 1e10)
     with pytest.raises(TypeError, match="result must be an Approach1Fit"):
         allocate("fit", 1e20)

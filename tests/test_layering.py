@@ -27,16 +27,19 @@ def part_of(module: str) -> str:
 
 
 def imports(path: Path) -> list[tuple[int, str]]:
-    """(line, module) for each lm import in the file, including `from lm import x`."""
+    """(line, module) for each lm import in the file, also inside functions; `from lm.a import b`
+    counts as importing lm.a.b when b is a module."""
     found = []
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
         if isinstance(node, ast.Import):
             found += [(node.lineno, a.name) for a in node.names if a.name.startswith("lm.")]
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            if node.module == "lm":
-                found += [(node.lineno, f"lm.{a.name}") for a in node.names]
-            elif node.module.startswith("lm."):
-                found.append((node.lineno, node.module))
+            if node.module == "lm" or node.module.startswith("lm."):
+                for alias in node.names:
+                    submodule = f"{node.module}.{alias.name}"
+                    is_module = (LM.parent / submodule.replace(".", "/")).with_suffix(".py").exists() \
+                        or (LM.parent / submodule.replace(".", "/") / "__init__.py").exists()
+                    found.append((node.lineno, submodule if is_module else node.module))
     return found
 
 
@@ -70,6 +73,44 @@ def test_no_import_runs_up_the_layers():
     assert violations(modules()) == []
 
 
+def import_cycles(paths: list[Path]) -> list[list[str]]:
+    """The strongly connected groups of modules (a cycle, lazy imports included)."""
+    names = {module_name(p): p for p in paths}
+    graph = {name: set() for name in names}
+    for name, path in names.items():
+        for _, target in imports(path):
+            while target not in names and "." in target:
+                target = target.rsplit(".", 1)[0]
+            if target in names and target != name:
+                graph[name].add(target)
+    order, low, stack, cycles = {}, {}, [], []
+
+    def visit(v: str) -> None:  # Tarjan's algorithm
+        order[v] = low[v] = len(order)
+        stack.append(v)
+        for w in graph[v]:
+            if w not in order:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in stack:
+                low[v] = min(low[v], order[w])
+        if low[v] == order[v]:
+            group = []
+            while not group or group[-1] != v:
+                group.append(stack.pop())
+            if len(group) > 1:
+                cycles.append(sorted(group))
+
+    for name in names:
+        if name not in order:
+            visit(name)
+    return cycles
+
+
+def test_no_import_cycles():
+    assert import_cycles(modules()) == []
+
+
 def test_no_module_is_over_400_lines():
     long = {str(p.relative_to(LM.parent)): n for p in modules()
             if (n := len(p.read_text().splitlines())) > MAX_LINES}
@@ -87,3 +128,13 @@ def test_the_checker_finds_an_upward_import(tmp_path, monkeypatch, source, messa
     (fake / "parallel" / "bad.py").write_text(source)
     monkeypatch.setattr(sys.modules[__name__], "LM", fake)
     assert violations([fake / "parallel" / "bad.py"]) == [message]
+
+
+def test_the_checker_finds_a_cycle_through_a_lazy_import(tmp_path, monkeypatch):
+    fake = tmp_path / "lm"
+    (fake / "scaling").mkdir(parents=True)
+    (fake / "scaling" / "a.py").write_text("from lm.scaling.b import g\n")
+    (fake / "scaling" / "b.py").write_text("def g():\n    from lm.scaling import a\n")
+    monkeypatch.setattr(sys.modules[__name__], "LM", fake)
+    paths = sorted(fake.rglob("*.py"))
+    assert import_cycles(paths) == [["lm.scaling.a", "lm.scaling.b"]]

@@ -38,6 +38,7 @@ from lm.scaling.chinchilla import (Approach1Fit, Approach2Fit, Approach3Fit,
                                    IdentifiabilityWarning, Scales, TrainingRun, allocate,
                                    budget_minimum, fit_approach1, fit_approach2, fit_approach3,
                                    fit_power_law, isoflop_profiles, start_grid)
+from lm.scaling.chinchilla import predict as predict_fit
 from lm.scaling.design import DEFAULT_RTOL
 from lm.scaling.laws import chinchilla_loss, positive_array
 from lm.scaling.prediction import (SIX_ND, FlopsRatio, approach3_loss_opt, fit_frontier,
@@ -279,3 +280,10 @@ def prediction_interval(result: BootstrapResult, N: ArrayLike, D: ArrayLike) -> 
     params = {name: result.samples[name].reshape(shape)
               for name in ("E", "A", "B", "alpha", "beta")}
     return percentile_interval(estimate, chinchilla_loss(N, D, **params), result.level)
+
+
+def predict(result: Approach3Fit | BootstrapResult, N: ArrayLike, D: ArrayLike) -> np.ndarray | Interval:
+    """Loss at (N, D): from an approach-3 fit, its value; from a bootstrap of one, an Interval."""
+    if isinstance(result, BootstrapResult):
+        return prediction_interval(result, N, D)
+    return predict_fit(result, N, D)

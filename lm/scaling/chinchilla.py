@@ -17,7 +17,6 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -27,9 +26,6 @@ from lm.scaling.approach3 import (Approach3Fit, Scales, fit_approach3, paper_sta
 from lm.scaling.design import (DEFAULT_RTOL, IdentifiabilityWarning, check_loss_varies,
                                group_close)
 from lm.scaling.laws import check_conventions, chinchilla_loss, compute_optimal, positive_array, same_length
-
-if TYPE_CHECKING:
-    from lm.scaling.bootstrap import BootstrapResult, Interval
 
 __all__ = ["Approach1Fit", "Approach2Fit", "Approach3Fit", "IdentifiabilityWarning", "Scales",
            "TrainingRun", "allocate", "budget_minimum", "fit_approach1", "fit_approach2",
@@ -330,14 +326,12 @@ def allocate(result: Approach1Fit | Approach2Fit | Approach3Fit,
                     f"{type(result).__name__}")
 
 
-def predict(result: Approach3Fit | BootstrapResult, N: ArrayLike,
-            D: ArrayLike) -> np.ndarray | Interval:
-    """Loss at (N, D) from an approach-3 fit; from an approach-3 bootstrap, an Interval."""
+def predict(result: Approach3Fit, N: ArrayLike, D: ArrayLike) -> np.ndarray:
+    """Loss at (N, D) from an approach-3 fit (lm.scaling.bootstrap.predict also takes a
+    bootstrap of one and gives an Interval)."""
     if isinstance(result, Approach3Fit):
         return chinchilla_loss(N, D, E=result.E, A=result.A, B=result.B, alpha=result.alpha,
                                beta=result.beta)
-    from lm.scaling.bootstrap import BootstrapResult, prediction_interval  # imports this module
-    if isinstance(result, BootstrapResult):
-        return prediction_interval(result, N, D)
-    raise TypeError("result must be an Approach3Fit or a bootstrap of one (approaches 1 and 2 "
-                    f"estimate allocations, not losses); got {type(result).__name__}")
+    raise TypeError("result must be an Approach3Fit (approaches 1 and 2 estimate allocations, "
+                    f"not losses; a bootstrap goes to lm.scaling.bootstrap.predict); got "
+                    f"{type(result).__name__}")
