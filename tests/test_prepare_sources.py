@@ -14,7 +14,8 @@ from lm.data.prepare.plan import plan_tasks
 from lm.data.prepare.quarantine import QuarantineEntry, read_quarantine
 from lm.data.prepare.record import Record
 from lm.data.prepare.recipe import validate_recipe
-from lm.data.prepare.sources import read_hf, read_records, source_files
+from lm.data.prepare.inputs import scan_inputs, source_files
+from lm.data.prepare.sources import read_hf, read_records
 
 BAD_JSONL = [
     b'{"text": "good one"}\n',
@@ -63,7 +64,8 @@ def test_truncated_zstd_file_is_quarantined_not_raised(tmp_path):
     path = tmp_path / "cut.jsonl.zst"
     path.write_bytes(compress(".zst", b"".join(BAD_JSONL[:1] * 50))[:-5])
     items = read_all(path, "jsonl")
-    assert isinstance(items[-1], QuarantineEntry) and "cannot read further" in items[-1].reason
+    assert isinstance(items[-1], QuarantineEntry) and items[-1].reason.startswith(
+        "corrupt or truncated file: cannot read line ")
 
 
 def test_jsonl_ranges_cover_the_file_exactly_once(tmp_path):
@@ -111,7 +113,7 @@ def test_tasks_split_big_files_and_group_text_files(tmp_path):
     (tmp_path / "big.jsonl").write_bytes(b"".join(BAD_JSONL))
     recipe = validate_recipe({"sources": [{"name": "tree", "path": "tree"}, {"name": "big", "path": "big.jsonl"}],
                               "execution": {"docs_per_task": 3}}, base_dir=tmp_path)
-    tasks = plan_tasks(recipe)
+    tasks = plan_tasks(recipe, scan_inputs(recipe.sources))
     assert [(t.source, len(t.files), t.start, t.stop) for t in tasks] == [
         ("tree", 3, 0, None), ("tree", 2, 0, None), ("big", 1, 0, 3), ("big", 1, 3, 6), ("big", 1, 6, None)]
     assert [t.id for t in tasks] == ["t00000", "t00001", "t00002", "t00003", "t00004"]
@@ -121,8 +123,9 @@ def test_glob_sources_and_missing_paths(tmp_path):
     (tmp_path / "d" / "sub").mkdir(parents=True)
     (tmp_path / "d" / "sub" / "x.jsonl").write_text('{"text": "x"}\n')
     (tmp_path / "d" / "y.jsonl").write_text('{"text": "y"}\n')
-    root, files = source_files(str(tmp_path / "d" / "**" / "*.jsonl"), "auto")
+    root, files, skipped = source_files(str(tmp_path / "d" / "**" / "*.jsonl"), "auto")
     assert root == tmp_path / "d" and [f.relative_to(root).as_posix() for f in files] == ["sub/x.jsonl", "y.jsonl"]
+    assert skipped == []
     with pytest.raises(ValueError, match="no such file, directory or matching glob"):
         source_files(str(tmp_path / "nothing"), "auto")
 

@@ -145,8 +145,30 @@ def test_invalid_utf8_names_line(tmp_path):
 def test_corrupt_compressed_file(tmp_path, name):
     path = write_jsonl(tmp_path / name, ['{"text": "a"}'] * 100)
     path.write_bytes(path.read_bytes()[:-8])
-    with pytest.raises(DataError, match=rf"{name}: cannot read"):
+    with pytest.raises(DataError, match=rf"{name}: corrupt or truncated file: cannot read line \d+ or after"):
         list(iter_documents(str(path)))
+
+
+def test_gzip_corrupted_mid_file_is_a_data_error_naming_the_line(tmp_path):
+    good = gzip.compress(b'{"text": "a"}\n' * 3, mtime=0)
+    (tmp_path / "d.jsonl.gz").write_bytes(good + gzip.compress(b"", mtime=0)[:10] + b"\x07" + bytes(30))
+    docs = iter_documents(str(tmp_path / "d.jsonl.gz"))
+    assert [next(docs).text for _ in range(3)] == ["a"] * 3
+    with pytest.raises(DataError) as err:
+        next(docs)
+    assert str(err.value) == (f"{tmp_path / 'd.jsonl.gz'}: corrupt or truncated file: cannot read line 4 or after "
+                              "(Error -3 while decompressing data: invalid block type)")
+
+
+def test_suffixes_are_matched_in_any_case_and_text_may_be_compressed(tmp_path):
+    (tmp_path / "a.JSONL").write_text('{"text": "upper"}\n')
+    (tmp_path / "b.txt.gz").write_bytes(gzip.compress(b"gzipped", mtime=0))
+    (tmp_path / "c.md.zst").write_bytes(zstandard.ZstdCompressor().compress(b"zstd"))
+    (tmp_path / "loop.txt").symlink_to("loop.txt")
+    (tmp_path / "d.png").write_bytes(b"\x89PNG")
+    assert [d.text for d in iter_documents(str(tmp_path))] == ["upper", "gzipped", "zstd"]
+    with pytest.raises(DataError, match=r"loop.txt: symbolic link loop"):
+        iter_documents(str(tmp_path / "loop.txt"))
 
 
 def test_hf_without_datasets_gives_install_hint(monkeypatch):

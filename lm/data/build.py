@@ -26,9 +26,12 @@ import ml_collections
 import numpy as np
 
 from lm.data.corpus import stdlib_corpus, write_manifest
+from lm.data.heldout import is_heldout
 from lm.data.loader import train_iterator
 from lm.data.prepare.mixture import prepared_mixture
+from lm.data.prepare.rundir import require_finished
 from lm.data.read import DataError, Document, iter_documents
+from lm.data.repeat import train_shards
 from lm.data.shards import TokenShards, tokenize_to_shards
 from lm.data.tokenizer import MODEL_FILE, Tokenizer, train_tokenizer
 
@@ -70,13 +73,6 @@ class RunData:
     # (global_batch_size, num_steps) -> this host's training batches, an iterator with
     # get_state() / set_state() (lm.data.loader.train_iterator or a prepared mixture).
     train_batches: Callable[[int, int], grain.DatasetIterator]
-
-
-def is_heldout(text: str, fraction: float) -> bool:
-    """A stable split by content: the same text lands on the same side wherever it is read
-    from, and exact duplicates never straddle train and held-out."""
-    digest = hashlib.sha256(text.encode("utf-8")).digest()
-    return int.from_bytes(digest[:8], "big") / 2**64 < fraction
 
 
 def iter_corpus(d: ml_collections.ConfigDict) -> Iterator[Document]:
@@ -135,7 +131,8 @@ def build_run_data(d: ml_collections.ConfigDict, vocab_size: int, workdir: Path)
                             "add documents or change data.heldout_fraction")
 
     def train_batches(global_batch_size: int, num_steps: int) -> grain.DatasetIterator:
-        return train_iterator(shards["train"], seq_len=d.seq_len, global_batch_size=global_batch_size,
+        train = train_shards(shards["train"], d.unique_tokens, d.seed)  # all, or data.unique_tokens
+        return train_iterator(train, seq_len=d.seq_len, global_batch_size=global_batch_size,
                               seed=d.seed, bos_id=tokenizer.bos_id, eos_id=tokenizer.eos_id)
 
     return RunData(tokenizer, shards["heldout"], train_batches)
@@ -167,6 +164,7 @@ def prepared_run_data(d: ml_collections.ConfigDict, vocab_size: int) -> RunData:
     if not recipe_path.is_file():
         raise DataError(f"data.prepared_corpus={run_dir} has no recipe.json; run `lm data prepare "
                         f"--config RECIPE --output {run_dir}` first")
+    require_finished(run_dir, "data.prepared_corpus")
     if json.loads(recipe_path.read_text("utf-8")).get("mixture") is None:
         raise DataError(f"{recipe_path} has no mixture, so data.prepared_corpus cannot feed training; "
                         "add a 'mixture' (e.g. {'temperature': 1.0}) to the recipe and prepare again")

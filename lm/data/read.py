@@ -7,13 +7,14 @@ Supported sources (see `iter_documents`):
   under ``text_field``;
 * ``.parquet``: the ``text_field`` column, read one record batch at a time;
 * a directory: every file below it with a suffix in `JSONL_SUFFIXES`,
-  `PARQUET_SUFFIX` or `TEXT_SUFFIXES`, in sorted relative-path order; other
-  files and hidden entries (names starting with ".") are ignored;
+  `PARQUET_SUFFIX` or `TEXT_SUFFIXES` (any case; text also ``.gz`` / ``.zst``), in
+  sorted relative-path order; other files, hidden entries (names starting with
+  "."), broken or looping links and directory links are ignored (`lm.data.find`);
 * ``hf:NAME`` or ``hf:NAME:CONFIG``: a streamed Hugging Face dataset.
 
 This module also holds `DataError`, the exception every ``lm.data`` module
-raises for bad input, and `atomic_write`, used for every file ``lm.data``
-writes.
+raises for bad input, and `UnreadableFile`, its kind for a file that cannot be
+opened or decompressed (with the line reading stopped at).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import gzip
 import itertools
 import json
 import os
+import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,16 +32,25 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import zstandard
 
+from lm.data.find import JSONL_SUFFIXES, PARQUET_SUFFIX, TEXT_SUFFIXES, file_problem, kind_of, walk_directory
 
-JSONL_SUFFIXES = (".jsonl", ".jsonl.gz", ".jsonl.zst")
-PARQUET_SUFFIX = ".parquet"
-TEXT_SUFFIXES = (".txt", ".text", ".md", ".rst", ".py")
 HF_PREFIX = "hf:"
 _PARQUET_BATCH_ROWS = 1024
+_READ_CHUNK = 1 << 16  # compressed bytes fed to a decompressor at a time
+_DECOMPRESS_ERRORS = (OSError, EOFError, zlib.error, zstandard.ZstdError)
 
 
 class DataError(ValueError):
     """Bad input data or a bad data directory; the message names the culprit."""
+
+
+class UnreadableFile(DataError):
+    """A file that cannot be opened, or whose compressed data is corrupt or cut off at `line`
+    (the first line not read; None for a whole-file read). `reason` leaves out the path."""
+
+    def __init__(self, path: Path, reason: str, line: int | None = None):
+        super().__init__(f"{path}: {reason}")
+        self.path, self.reason, self.line = path, reason, line
 
 
 @dataclass(frozen=True)
@@ -69,6 +80,8 @@ def iter_documents(source: str, *, text_field: str = "text", hf_split: str = "tr
         return itertools.chain.from_iterable(_iter_file(f, text_field) for f in files)
     if path.is_file():
         return _iter_file(path, text_field)
+    if os.path.lexists(path):
+        raise DataError(f"{source}: {file_problem(path)}")
     raise DataError(f"{source}: no such file or directory (nor an 'hf:NAME' dataset)")
 
 
@@ -79,26 +92,12 @@ def iter_sources(sources: Sequence[str], *, text_field: str = "text", hf_split: 
 
 
 def _directory_files(root: Path) -> list[Path]:
-    """Readable files under `root`, skipping hidden entries, sorted by relative path."""
-    files = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
-        files += [Path(dirpath) / name for name in filenames if not name.startswith(".") and _kind(name)]
-    return sorted(files, key=lambda f: f.relative_to(root).as_posix())
-
-
-def _kind(name: str) -> str | None:
-    if name.endswith(JSONL_SUFFIXES):
-        return "jsonl"
-    if name.endswith(PARQUET_SUFFIX):
-        return "parquet"
-    if name.endswith(TEXT_SUFFIXES):
-        return "text"
-    return None
+    """Readable files under `root` (see the module docstring), sorted by relative path."""
+    return walk_directory(root, ("jsonl", "parquet", "text"))[0]
 
 
 def _iter_file(path: Path, text_field: str) -> Iterator[Document]:
-    kind = _kind(path.name)
+    kind = kind_of(path.name)
     if kind == "jsonl":
         return _iter_jsonl(path, text_field)
     if kind == "parquet":
@@ -106,8 +105,36 @@ def _iter_file(path: Path, text_field: str) -> Iterator[Document]:
     return _iter_text_file(path)
 
 
+def read_file_bytes(path: Path, limit: int | None = None) -> bytes:
+    """The bytes of a file, decompressed when its name ends .gz or .zst; with `limit`, at
+    most limit + 1 bytes (more than `limit` means the file is too long). UnreadableFile if
+    it cannot be opened or its compressed data is corrupt or cut off."""
+    size = -1 if limit is None else limit + 1
+    with _open(path) as f:
+        try:
+            if path.name.lower().endswith(".gz"):
+                return gzip.GzipFile(fileobj=f).read(size)
+            if path.name.lower().endswith(".zst"):
+                data = b""
+                for chunk in _zstd_chunks(f):
+                    data += chunk
+                    if limit is not None and len(data) > limit:
+                        break
+                return data[:size] if limit is not None else data
+            return f.read(size)
+        except _DECOMPRESS_ERRORS as e:
+            raise UnreadableFile(path, f"corrupt or truncated file ({e})") from e
+
+
+def _open(path: Path):
+    try:
+        return open(path, "rb")
+    except OSError as e:
+        raise UnreadableFile(path, f"cannot read ({e.strerror})") from e
+
+
 def _iter_text_file(path: Path) -> Iterator[Document]:
-    data = path.read_bytes()
+    data = read_file_bytes(path)
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:
@@ -120,38 +147,43 @@ def _iter_text_file(path: Path) -> Iterator[Document]:
 
 
 def _jsonl_lines(path: Path) -> Iterator[tuple[int, bytes]]:
-    try:
-        if path.name.endswith(".gz"):
-            with gzip.open(path, "rb") as f:
-                yield from enumerate(f, start=1)
-        elif path.name.endswith(".zst"):
-            yield from enumerate(_split_lines(_zstd_chunks(path)), start=1)
-        else:
-            with open(path, "rb") as f:
-                yield from enumerate(f, start=1)
-    except (OSError, EOFError, zstandard.ZstdError) as e:
-        raise DataError(f"{path}: cannot read ({e}); the file is corrupt or truncated") from e
+    """(line number, line) of a JSON-lines file, decompressed by suffix (any case).
+    UnreadableFile names the first line that could not be read."""
+    lineno = 0
+    with _open(path) as f:
+        name = path.name.lower()
+        try:
+            if name.endswith(".gz"):
+                lines = gzip.GzipFile(fileobj=f)
+            elif name.endswith(".zst"):
+                lines = _split_lines(_zstd_chunks(f))
+            else:
+                lines = f
+            for lineno, line in enumerate(lines, start=1):
+                yield lineno, line
+        except _DECOMPRESS_ERRORS as e:
+            raise UnreadableFile(path, f"corrupt or truncated file: cannot read line {lineno + 1} or after ({e})",
+                                 lineno + 1) from e
 
 
-def _zstd_chunks(path: Path) -> Iterator[bytes]:
-    """Decompressed bytes of every zstd frame in the file, in order.
+def _zstd_chunks(f) -> Iterator[bytes]:
+    """Decompressed bytes of every zstd frame in the open file `f`, in order.
 
     (zstandard's stream_reader stops silently after the first frame and at a
-    cut-off frame; this does neither.)
+    cut-off frame; this does neither: a cut-off frame raises EOFError.)
     """
     decompressor = zstandard.ZstdDecompressor()
     frame = None
-    with open(path, "rb") as f:
-        while data := f.read(1 << 20):
-            while data:
-                if frame is None:
-                    frame = decompressor.decompressobj()
-                yield frame.decompress(data)
-                data = b""
-                if frame.eof:
-                    data, frame = frame.unused_data, None
+    while data := f.read(_READ_CHUNK):
+        while data:
+            if frame is None:
+                frame = decompressor.decompressobj()
+            yield frame.decompress(data)
+            data = b""
+            if frame.eof:
+                data, frame = frame.unused_data, None
     if frame is not None:
-        raise DataError(f"{path}: cannot read (data ends inside a zstd frame); the file is corrupt or truncated")
+        raise EOFError("data ends inside a zstd frame")
 
 
 def _split_lines(chunks: Iterable[bytes]) -> Iterator[bytes]:
@@ -213,13 +245,16 @@ def _iter_parquet(path: Path, text_field: str) -> Iterator[Document]:
     if not (pa.types.is_string(column_type) or pa.types.is_large_string(column_type)):
         raise DataError(f"{path}: column {text_field!r} has type {column_type}, expected string")
     row = 0
-    for batch in parquet.iter_batches(batch_size=_PARQUET_BATCH_ROWS, columns=[text_field]):
-        for text in batch.column(0).to_pylist():
-            row += 1
-            if text is None:
-                raise DataError(f"{path}: row {row} has a null {text_field!r}; drop or fill null rows")
-            if text:
-                yield Document(id=f"{path}:{row}", text=text)
+    try:
+        for batch in parquet.iter_batches(batch_size=_PARQUET_BATCH_ROWS, columns=[text_field]):
+            for text in batch.column(0).to_pylist():
+                row += 1
+                if text is None:
+                    raise DataError(f"{path}: row {row} has a null {text_field!r}; drop or fill null rows")
+                if text:
+                    yield Document(id=f"{path}:{row}", text=text)
+    except (pa.ArrowException, OSError) as e:
+        raise UnreadableFile(path, f"corrupt parquet file: cannot read row {row + 1} or after ({e})", row + 1) from e
 
 
 def _iter_hf(source: str, *, text_field: str, split: str) -> Iterator[Document]:

@@ -21,7 +21,8 @@ from typing import Callable
 
 import numpy as np
 
-PREEMPTED_EXIT = 75  # sysexits.h EX_TEMPFAIL: a temporary failure; rerun the same command to resume
+from lm.errors import PREEMPTED_EXIT  # noqa: F401 (the status lm.cli exits with)
+
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 

@@ -22,6 +22,7 @@ import re
 from collections.abc import Sequence
 
 from lm.data import text_stats
+from lm.data.checks import check_at_least
 
 C4_TERMINAL_PUNCT = (".", "!", "?", '"', "”", "。", "！", "？", "」", "』")
 """C4's line endings (. ! ? and a closing quotation mark) plus the CJK marks 。！？」』."""
@@ -49,6 +50,8 @@ class C4Lines:
     def __init__(self, *, min_words_per_line: int = 5, min_cjk_chars_per_line: int = 10,
                  terminal_punct: Sequence[str] = C4_TERMINAL_PUNCT,
                  policy_phrases: Sequence[str] = C4_POLICY_PHRASES):
+        check_at_least("min_words_per_line", min_words_per_line, 0)
+        check_at_least("min_cjk_chars_per_line", min_cjk_chars_per_line, 0)
         self.min_words_per_line = min_words_per_line
         self.min_cjk_chars_per_line = min_cjk_chars_per_line
         self.terminal_punct = tuple(terminal_punct)
@@ -95,6 +98,7 @@ class C4Quality:
     name = "c4"
 
     def __init__(self, *, min_sentences: int = 3):
+        check_at_least("min_sentences", min_sentences, 0)
         self.min_sentences = min_sentences
 
     def __call__(self, text: str, lang: str | None) -> str | None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from lm.data import text_stats
+from lm.data.checks import check_at_least, check_fraction
 
 FINEWEB_TERMINAL_PUNCT = (".", "'", '"', "!", "?", "”", "。", "！", "？", "」", "』")
 """FineWeb's line endings (. ' " ! ?) plus their full-width CJK forms."""
@@ -37,6 +38,12 @@ class FineWebQuality:
                  short_line_chars: int = 30, short_line_cjk_chars: int = 10,
                  max_short_lines: float = 0.67, max_newline_ratio: float = 0.3,
                  terminal_punct: Sequence[str] = FINEWEB_TERMINAL_PUNCT):
+        for name, value in dict(min_line_punct_ratio=min_line_punct_ratio, max_dup_line_chars=max_dup_line_chars,
+                                max_short_lines=max_short_lines).items():
+            check_fraction(name, value)
+        for name, value in dict(short_line_chars=short_line_chars, short_line_cjk_chars=short_line_cjk_chars,
+                                max_newline_ratio=max_newline_ratio).items():
+            check_at_least(name, value, 0)
         self.min_line_punct_ratio = min_line_punct_ratio
         self.max_dup_line_chars = max_dup_line_chars
         self.short_line_chars = short_line_chars

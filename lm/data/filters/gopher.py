@@ -25,6 +25,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from lm.data import text_stats
+from lm.data.checks import ArgumentError, check_at_least, check_fraction
 
 GOPHER_STOP_WORDS = ("the", "be", "to", "of", "and", "that", "have", "with")
 """Gopher's English stop words: a kept document contains at least two of them."""
@@ -56,6 +57,16 @@ class GopherQuality:
                  max_ellipsis_lines: float = 0.3, min_alpha_words: float = 0.8,
                  min_stop_words: int = 2,
                  stop_words: Mapping[str, Sequence[str]] | None = None):
+        counts = dict(min_words=min_words, max_words=max_words, min_cjk_chars=min_cjk_chars,
+                      max_cjk_chars=max_cjk_chars, min_mean_word_length=min_mean_word_length,
+                      max_mean_word_length=max_mean_word_length, max_symbol_word_ratio=max_symbol_word_ratio,
+                      min_stop_words=min_stop_words)
+        for name, value in counts.items():
+            check_at_least(name, value, 0)
+        fractions = dict(max_bullet_lines=max_bullet_lines, max_ellipsis_lines=max_ellipsis_lines,
+                         min_alpha_words=min_alpha_words)
+        for name, value in fractions.items():
+            check_fraction(name, value)
         self.min_words, self.max_words = min_words, max_words
         self.min_cjk_chars, self.max_cjk_chars = min_cjk_chars, max_cjk_chars
         self.min_mean_word_length = min_mean_word_length
@@ -120,12 +131,16 @@ class GopherRepetition:
                  top_ngrams: Sequence[Sequence[float]] = ((2, 0.20), (3, 0.18), (4, 0.16)),
                  dup_ngrams: Sequence[Sequence[float]] = (
                      (5, 0.15), (6, 0.14), (7, 0.13), (8, 0.12), (9, 0.11), (10, 0.10))):
+        fractions = dict(max_dup_line_frac=max_dup_line_frac, max_dup_para_frac=max_dup_para_frac,
+                         max_dup_line_char_frac=max_dup_line_char_frac, max_dup_para_char_frac=max_dup_para_char_frac)
+        for name, value in fractions.items():
+            check_fraction(name, value)
         self.max_dup_line_frac = max_dup_line_frac
         self.max_dup_para_frac = max_dup_para_frac
         self.max_dup_line_char_frac = max_dup_line_char_frac
         self.max_dup_para_char_frac = max_dup_para_char_frac
-        self.top_ngrams = [(_ngram_size(n, "top_ngrams"), float(f)) for n, f in top_ngrams]
-        self.dup_ngrams = [(_ngram_size(n, "dup_ngrams"), float(f)) for n, f in dup_ngrams]
+        self.top_ngrams = [_ngram_limit(pair, "top_ngrams") for pair in top_ngrams]
+        self.dup_ngrams = [_ngram_limit(pair, "dup_ngrams") for pair in dup_ngrams]
 
     def __call__(self, text: str, lang: str | None) -> str | None:
         """The drop reason, or None to keep the document."""
@@ -149,8 +164,12 @@ class GopherRepetition:
         return None
 
 
-def _ngram_size(n: float, field: str) -> int:
-    if int(n) != n or n < 1:
-        raise ValueError(f"GopherRepetition: {field} has n-gram size {n}; "
-                         "sizes are whole numbers >= 1, e.g. [[2, 0.2], [3, 0.18]]")
-    return int(n)
+def _ngram_limit(pair: Sequence[float], field: str) -> tuple[int, float]:
+    if len(pair) != 2:
+        raise ArgumentError(field, f"{pair!r} must be an [n, max_fraction] pair, e.g. [[2, 0.2], [3, 0.18]]")
+    n, limit = pair
+    if not (isinstance(n, int) or isinstance(n, float) and n.is_integer()) or n < 1:
+        raise ArgumentError(field, f"{field} has n-gram size {n}; sizes are whole numbers >= 1, "
+                                   "e.g. [[2, 0.2], [3, 0.18]]")
+    check_fraction(field, limit)
+    return int(n), float(limit)

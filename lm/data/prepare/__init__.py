@@ -10,8 +10,14 @@ quarantined (`quarantine`), every drop and change is counted (`provenance`) and
 reported (`report`). The clean text trains a tokenizer and becomes token shards
 (`tokenize_stage`), which a mixture (`mixture`) feeds to training.
 
+Which files a source reads, and which it does not and why, is `inputs`' job; the run
+directory is checked, locked and cleaned by `rundir`; SIGTERM / SIGINT stop a run
+between tasks (`lm.data.stop`, exit status 75 from the CLI) and the same command
+resumes it. A rerun refuses inputs that changed since planning; ``--replan`` plans again.
+
 Layout of an output directory:
 
+    .lock                    held by the running `lm data prepare` (a second one is refused)
     recipe.json              the validated recipe (a rerun with another recipe is refused)
     clean/                   shard-NNNNN.jsonl.zst (id, source, lang, meta, text) + manifest.json
     removed/                 <task>.pK.jsonl.zst: dropped documents (id, source, lang, step, reason,
@@ -21,8 +27,9 @@ Layout of an output directory:
     tokens/<group>/          token shards (lm.data.shards) per source or language: the training side
     heldout/<group>/         the held-out side (documents chosen by a hash of their text,
                              recipe field tokens.heldout_fraction); never in tokens/
-    report.json, report.md   counts per step, top removal reasons, examples, histograms
+    report.json, report.md   counts per step, top removal reasons, examples, histograms, files not read
     plots/                   length.png, language.png
-    tasks/                   plan.json and pass-K/<task>.json done-markers (with counters)
+    tasks/                   inputs.json (files read: size, mtime; files not read: why), plan.json and
+                             pass-K/<task>.json done-markers (with counters)
     work/, quarantine/       per-task intermediate files, kept so that reruns skip finished work
 """

@@ -1,12 +1,17 @@
 """`lm data`: prepare a recipe's data, or reprint a finished run's report.
 
     lm data prepare --config experiments/data/tiny_demo.py --output runs/data/tiny [--workers N] [--executor local|ray]
+                    [--replan]
     lm data report runs/data/tiny
+
+SIGTERM or SIGINT stops `lm data prepare` after the tasks in flight with exit status
+75 (`lm.data.stop.PREEMPTED_EXIT`); the same command resumes.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 
@@ -14,13 +19,21 @@ def _prepare(args: argparse.Namespace, overrides: list[str]) -> None:
     from lm.config import ConfigError
     from lm.data.prepare.executor import prepare
     from lm.data.prepare.recipe import load_recipe
+    from lm.data.stop import PREEMPTED_EXIT, Preempted
 
     if overrides:
         raise ConfigError("lm data prepare takes no --config.* overrides; edit the recipe file")
-    rep = prepare(load_recipe(args.config), Path(args.output), workers=args.workers, executor=args.executor)
+    try:
+        rep = prepare(load_recipe(args.config), Path(args.output), workers=args.workers, executor=args.executor,
+                      replan=args.replan)
+    except Preempted as e:
+        print(f"lm data: {e}", file=sys.stderr)
+        raise SystemExit(PREEMPTED_EXIT) from None
     d = rep["documents"]
+    skipped = rep["inputs"]["files_skipped"]
+    not_read = f"{skipped} files not read (listed in the report); " if skipped else ""
     print(f"{d['read']} records read: {d['quarantined']} quarantined, {d['dropped']} dropped, {d['clean']} clean; "
-          f"report: {Path(args.output) / 'report.md'}")
+          f"{not_read}report: {Path(args.output) / 'report.md'}")
 
 
 def _report(args: argparse.Namespace, overrides: list[str]) -> None:
@@ -39,6 +52,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     prep.add_argument("--output", required=True, help="run directory; rerunning resumes")
     prep.add_argument("--workers", type=int, default=1, help="parallel processes (local) or Ray CPUs")
     prep.add_argument("--executor", choices=("local", "ray"), default="local")
+    prep.add_argument("--replan", action="store_true",
+                      help="discard the work in --output and plan again (after the inputs or the recipe changed)")
     prep.set_defaults(run=_prepare)
     rep = sub.add_parser("report", help="print a finished run's report.md")
     rep.add_argument("dir")

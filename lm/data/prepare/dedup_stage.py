@@ -20,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from lm.data.checks import check_at_least, check_fraction
+
 from lm.data.dedup import (LineCounter, MinHasher, RepeatedLineRemover, cluster_near_duplicates, exact_key,
                            find_exact_duplicates, load_drops, merge_line_counts, write_exact_keys, write_signatures)
 
@@ -60,6 +62,10 @@ class MinHashDedup:
     def __init__(self, num_perm: int = 112, shingle: str = "word", ngram: int = 5, seed: int = 1,
                  bands: int = 14, rows: int = 8, threshold: float | None = None,
                  char_langs: Sequence[str] = ("zh", "ja", "th", "lo", "km", "my")):
+        for name, value in dict(num_perm=num_perm, ngram=ngram, bands=bands, rows=rows).items():
+            check_at_least(name, value, 1)
+        if threshold is not None:
+            check_fraction("threshold", threshold, open_low=True)
         if bands * rows != num_perm:
             raise ValueError(f"bands x rows = {bands} x {rows} = {bands * rows} must equal num_perm={num_perm}")
         self.hasher = MinHasher(num_perm=num_perm, shingle=shingle, ngram=ngram, seed=seed,

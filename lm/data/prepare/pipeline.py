@@ -74,13 +74,13 @@ def run_task(run_dir: str, task: Task, pass_: Pass, options: TaskOptions) -> str
         applier = cross.applier(combined_path(run_dir, pass_.apply.name), task.id)
         steps.insert(0, (pass_.apply.name, _CrossShardApplier(applier)))
     if pass_.index == 0:
-        records = _read_input(task, options, provenance, quarantined)
+        records = read_input(task, options, provenance, quarantined)
     else:
         records = (Record.from_json(o) for o in read_jsonl_zst(kept_path(run_dir, pass_.index - 1, task.id)))
     removed: list[dict] = []
     kept: list[Record] = []
     for record in records:
-        reason = _run_steps(steps, record, provenance)
+        reason = run_steps(steps, record, provenance)
         if reason is None:
             kept.append(record)
             continue
@@ -112,7 +112,7 @@ class _CrossShardApplier:
         self.applier = applier
 
 
-def _read_input(task: Task, options: TaskOptions, provenance: Provenance,
+def read_input(task: Task, options: TaskOptions, provenance: Provenance,
                 quarantined: list[QuarantineEntry]) -> Iterator[Record]:
     """The task's records, with bad input, empty and enormous documents diverted to quarantine."""
     src = options.sources[task.source]
@@ -148,7 +148,7 @@ def _size_check(record: Record, max_chars: int) -> Record | QuarantineEntry:
     return record
 
 
-def _run_steps(steps: list[tuple[str, Any]], record: Record, provenance: Provenance) -> tuple[str, str] | None:
+def run_steps(steps: list[tuple[str, Any]], record: Record, provenance: Provenance) -> tuple[str, str] | None:
     """Run the steps on `record` in place; (step, reason) of the step that dropped it, else None."""
     for name, step in steps:
         chars_in = len(record.text)

@@ -13,9 +13,11 @@ pass k-1, whose phase 1 wrote signatures and whose global phase combined them.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
+from lm.data.prepare.inputs import file_format
 from lm.data.prepare.recipe import Recipe, StepSpec
-from lm.data.prepare.sources import count_records, file_format, source_files
+from lm.data.prepare.sources import count_records
 from lm.data.prepare.steps import is_cross_shard, step_class
 
 
@@ -45,15 +47,17 @@ class Pass:
     collect: StepSpec | None  # the cross-shard step whose signatures this pass writes last
 
 
-def plan_tasks(recipe: Recipe) -> list[Task]:
-    """Every task of the recipe's sources, in a fixed order."""
+def plan_tasks(recipe: Recipe, inputs: dict) -> list[Task]:
+    """Every task of the recipe's sources, whose files `inputs` lists (`inputs.scan_inputs`),
+    in a fixed order."""
     per_task = recipe.settings["execution"]["docs_per_task"]
     slices: list[dict] = []
-    for source in recipe.sources:
+    for source, scanned in zip(recipe.sources, inputs["sources"]):
         if source.path.startswith("hf:"):
             slices.append(dict(source=source.name, root="", files=(source.path,), format="hf"))
             continue
-        root, files = source_files(source.path, source.format)
+        root = Path(scanned["root"])
+        files = [root / f for f, _, _ in scanned["files"]]
         group: list[str] = []  # consecutive text files, one document each
         for f in files:
             fmt = file_format(f, source.format)
@@ -65,7 +69,7 @@ def plan_tasks(recipe: Recipe) -> list[Task]:
             if fmt == "text":
                 continue
             count = count_records(f, fmt)
-            for start in range(0, count, per_task):
+            for start in range(0, max(count, 1), per_task):  # an empty file still gets its (empty) task
                 stop = start + per_task if start + per_task < count else None
                 slices.append(dict(source=source.name, root=str(root), files=(str(f),), format=fmt,
                                    start=start, stop=stop))

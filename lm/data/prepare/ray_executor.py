@@ -13,10 +13,13 @@ from collections.abc import Callable, Sequence
 from tqdm import tqdm
 
 from lm.config import ConfigError
+from lm.data.stop import StopSignals
 
 
-def run_ray(fn: Callable[..., str], jobs: Sequence[tuple], *, workers: int, desc: str, progress: bool) -> None:
-    """Run `fn(*job)` for every job as a Ray task; the first failure is raised."""
+def run_ray(fn: Callable[..., str], jobs: Sequence[tuple], *, workers: int, desc: str, progress: bool,
+            stop: StopSignals) -> None:
+    """Run `fn(*job)` for every job as a Ray task; the first failure is raised. After a stop
+    signal the tasks not yet started are cancelled and the running ones finish."""
     try:
         import ray
     except ImportError as e:
@@ -27,7 +30,12 @@ def run_ray(fn: Callable[..., str], jobs: Sequence[tuple], *, workers: int, desc
     pending = [remote.remote(*job) for job in jobs]
     with tqdm(total=len(jobs), desc=f"{desc} (ray)", unit="task", disable=not progress) as bar:
         while pending:
-            done, pending = ray.wait(pending, num_returns=1)
+            if stop.received is not None:
+                for ref in pending:
+                    ray.cancel(ref)
+                ray.wait(pending, num_returns=len(pending))
+                return
+            done, pending = ray.wait(pending, num_returns=1, timeout=0.5)
             try:
                 ray.get(done)
             except Exception:

@@ -214,13 +214,15 @@ def _steps(raw_steps: Any) -> tuple[StepSpec, ...]:
         raise ConfigError("recipe field 'steps' must be a list of {'step': NAME, **kwargs} dicts")
     specs, seen = [], set()
     for i, raw in enumerate(raw_steps):
-        if not isinstance(raw, dict) or "step" not in raw:
-            raise ConfigError(f"recipe field 'steps[{i}]' must be a dict with a 'step' key, got {raw!r}")
+        if not isinstance(raw, dict) or not isinstance(raw.get("step"), str):
+            raise ConfigError(f"recipe field 'steps[{i}]' must be a dict with a 'step' key naming a step, got {raw!r}")
         kwargs = {k: v for k, v in raw.items() if k != "step"}
         spec = StepSpec(name=raw["step"], kwargs=kwargs)
         try:
             step_registry.check_step(spec.name, kwargs)
         except step_registry.StepError as e:
+            if e.argument is not None:
+                raise ConfigError(f"recipe field 'steps[{i}].{e.argument}': {e}") from e
             raise ConfigError(f"recipe field 'steps[{i}]': {e}") from e
         if spec.name in seen:
             raise ConfigError(f"recipe field 'steps[{i}]': step {spec.name!r} appears twice; each step runs once")

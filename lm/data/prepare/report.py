@@ -3,7 +3,8 @@
 Documents read = quarantined + entering the first step; every step's documents in
 = out + dropped; each step's out = the next one's in; the last out = the clean
 documents. `write_report` checks all of it and refuses to write a report that
-does not add up.
+does not add up. Files found but not read (`inputs.source_files`) are listed with
+their reasons.
 """
 
 from __future__ import annotations
@@ -15,11 +16,13 @@ from lm.data.read import DataError
 from lm.files import atomic_write, write_json_atomic
 
 TOP_REASONS = 15
+LISTED_SKIPPED = 50  # files not read, listed one by one in report.md (report.json has all)
 
 
 def write_report(run_dir: Path, p: Provenance, *, step_order: list[str], num_tasks: int, clean_docs: int,
-                 num_quarantined: int, token_manifests: dict[str, dict]) -> dict:
-    """Check the counts, write report.json, report.md and the plots; return the report dict."""
+                 num_quarantined: int, token_manifests: dict[str, dict], files_read: int, skipped: list[dict]) -> dict:
+    """Check the counts, write report.json, report.md and the plots; return the report dict.
+    `skipped` lists the files found but not read: {"source", "path", "reason"}."""
     run_dir = Path(run_dir)
     steps = [_step_row(name, p.steps.get(name)) for name in step_order]
     quarantined = sum(p.read["quarantined"].values())
@@ -27,8 +30,13 @@ def write_report(run_dir: Path, p: Provenance, *, step_order: list[str], num_tas
                  "entered_steps": p.read["records"] - quarantined,
                  "dropped": sum(row["dropped_total"] for row in steps), "clean": clean_docs}
     _check_counts(documents, steps, num_quarantined, sum(p.length_out))
+    by_reason: dict[str, int] = {}
+    for entry in skipped:
+        by_reason[entry["reason"]] = by_reason.get(entry["reason"], 0) + 1
     rep = {
         "tasks": num_tasks,
+        "inputs": {"files_read": files_read, "files_skipped": len(skipped),
+                   "skipped_by_reason": dict(sorted(by_reason.items())), "skipped": skipped},
         "documents": documents,
         "quarantine_reasons": p.read["quarantined"],
         "steps": steps,
@@ -95,6 +103,7 @@ def format_markdown(rep: dict) -> str:
     lines += [f"| {r['step']} | {r['reason']} | {r['docs']} |" for r in rep["top_removal_reasons"]]
     lines += ["", "## Quarantine", "", "| reason | records |", "|---|---:|"]
     lines += [f"| {reason} | {n} |" for reason, n in rep["quarantine_reasons"].items()]
+    lines += _skipped_markdown(rep["inputs"])
     changes = [(r["step"], kind, n) for r in rep["steps"] for kind, n in r["changes"].items()]
     if changes:
         lines += ["", "## Changes", "", "| step | kind | count |", "|---|---|---:|"]
@@ -108,6 +117,21 @@ def format_markdown(rep: dict) -> str:
             lines.append(f"- `{ex['id']}`: {text[:200]}")
         lines.append("")
     return "\n".join(lines) + "\n"
+
+
+def _skipped_markdown(inputs: dict) -> list[str]:
+    if not inputs["files_skipped"]:
+        return []
+    lines = ["", "## Files not read", "",
+             f"{inputs['files_read']} files read; {inputs['files_skipped']} found but not read (a file named as a "
+             "source's path is read whatever its suffix; a source's `format` reads other suffixes of a glob):", "",
+             "| reason | files |", "|---|---:|"]
+    lines += [f"| {reason} | {n} |" for reason, n in inputs["skipped_by_reason"].items()]
+    lines.append("")
+    lines += [f"- `{e['source']}/{e['path']}`: {e['reason']}" for e in inputs["skipped"][:LISTED_SKIPPED]]
+    if inputs["files_skipped"] > LISTED_SKIPPED:
+        lines.append(f"- ... and {inputs['files_skipped'] - LISTED_SKIPPED} more (report.json lists them all)")
+    return lines
 
 
 def _figure():

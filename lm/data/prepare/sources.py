@@ -1,18 +1,19 @@
 """Tolerant readers for `lm data prepare`: bad input becomes a quarantine entry, never an error.
 
-Formats: "text" (one document per file), "jsonl" (also .jsonl.gz / .jsonl.zst;
-text under `text_field`), "parquet" (column `text_field`), "csv" (column
+Formats: "text" (one document per file, also .gz / .zst), "jsonl" (also .jsonl.gz /
+.jsonl.zst; text under `text_field`), "parquet" (column `text_field`), "csv" (column
 `csv_column`, first row is the header) and "hf" (a streamed Hugging Face dataset).
 Record ids are "<source>/<file relative to the source root>:<line>" (line, data
 row or record number, 1-based), so they do not depend on where the data lives.
 Files are read in ranges of records (`start`, `stop`: 0-based, half-open over
-lines, rows or records) so a big file can be split across tasks.
+lines, rows or records) so a big file can be split across tasks. A file that cannot be
+opened, or whose compressed data is corrupt from some line on, ends in one quarantine
+entry naming that line. Which files a source reads is `inputs.source_files`'s job.
 """
 
 from __future__ import annotations
 
 import csv
-import glob
 import itertools
 import json
 import re
@@ -23,50 +24,24 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from lm.data.read import DataError, _directory_files, _jsonl_lines, _kind
+from lm.data.find import is_compressed
+from lm.data.read import DataError, UnreadableFile, _jsonl_lines, read_file_bytes
 from lm.data.prepare.quarantine import QuarantineEntry, excerpt_of
 from lm.data.prepare.record import Record
 
 FORMATS = ("text", "jsonl", "parquet", "csv", "hf")
-_GLOB_CHARS = "*?["
-
-
-def source_files(path: str, fmt: str) -> tuple[Path, list[Path]]:
-    """(root, files) of a source path: a file, a directory or a glob, files sorted by
-    their path relative to root. Raises DataError when nothing matches."""
-    if any(c in path for c in _GLOB_CHARS):
-        fixed = path[: min(path.index(c) for c in _GLOB_CHARS if c in path)]
-        root = Path(fixed) if fixed.endswith("/") else Path(fixed).parent
-        files = [Path(p) for p in glob.glob(path, recursive=True) if Path(p).is_file()]
-    elif Path(path).is_dir():
-        root = Path(path)
-        csvs = [f for f in root.rglob("*.csv") if not any(p.startswith(".") for p in f.relative_to(root).parts)]
-        files = [f for f in _directory_files(root) + csvs if fmt == "auto" or file_format(f, "auto") == fmt]
-    elif Path(path).is_file():
-        root, files = Path(path).parent, [Path(path)]
-    else:
-        raise DataError(f"source path {path}: no such file, directory or matching glob")
-    files = sorted(set(files), key=lambda f: f.relative_to(root).as_posix())
-    if not files:
-        raise DataError(f"source path {path}: no files of format {fmt!r} found")
-    return root, files
-
-
-def file_format(path: Path, fmt: str) -> str:
-    """The format of `path`: `fmt` unless "auto", else by suffix (unknown suffixes are text)."""
-    if fmt != "auto":
-        return fmt
-    if path.name.endswith(".csv"):
-        return "csv"
-    return _kind(path.name) or "text"
 
 
 def count_records(path: Path, fmt: str) -> int:
     """How many lines / rows a file holds, for splitting it into tasks (1 for a text file).
-    An unreadable file counts as 1: its one task quarantines it."""
+    A file unreadable from some line on counts the lines before it plus 1: the task holding
+    that line quarantines the rest of the file."""
+    lines = 0
     try:
         if fmt == "jsonl":
-            return sum(1 for _ in _jsonl_lines(path))
+            for lines, _ in _jsonl_lines(path):
+                pass
+            return lines
         if fmt == "parquet":
             return pq.ParquetFile(path).metadata.num_rows
         if fmt == "csv":
@@ -74,7 +49,7 @@ def count_records(path: Path, fmt: str) -> int:
                 _raise_csv_field_limit()
                 return max(sum(1 for _ in csv.reader(f)) - 1, 1)
     except (DataError, OSError, pa.ArrowException, csv.Error):
-        return 1
+        return lines + 1
     return 1
 
 
@@ -86,11 +61,16 @@ def read_records(source: str, root: Path, path: Path, fmt: str, *, text_field: s
     into documents at the end of each match (with a lookahead such as ``\n(?= = )`` the
     next document starts at the looked-ahead text)."""
     rel = path.relative_to(root).as_posix()
-    if fmt == "text":
-        yield from _read_text(path, rel, source, max_bytes, doc_separator)
-        return
-    readers = {"jsonl": _read_jsonl, "parquet": _read_parquet, "csv": _read_csv}
-    yield from readers[fmt](path, rel, source, text_field if fmt != "csv" else csv_column, start, stop)
+    try:
+        if fmt == "text":
+            yield from _read_text(path, rel, source, max_bytes, doc_separator)
+            return
+        readers = {"jsonl": _read_jsonl, "parquet": _read_parquet, "csv": _read_csv}
+        yield from readers[fmt](path, rel, source, text_field if fmt != "csv" else csv_column, start, stop)
+    except UnreadableFile as e:
+        yield _bad(source, rel, e.line, e.reason)
+    except OSError as e:  # the file went away or became unreadable after planning
+        yield _bad(source, rel, None, f"cannot read ({e.strerror})")
 
 
 def _bad(source: str, rel: str, line: int | None, reason: str, raw: bytes | str = b"") -> QuarantineEntry:
@@ -102,11 +82,12 @@ def _record(source: str, rel: str, line: int, text: str) -> Record:
 
 
 def _read_text(path: Path, rel: str, source: str, max_bytes: int | None, separator: str):
-    size = path.stat().st_size
-    if max_bytes is not None and size > max_bytes and not separator:
-        yield _bad(source, rel, None, f"enormous document: file of {size} bytes > {max_bytes}")
+    limit = None if separator else max_bytes
+    data = read_file_bytes(path, limit)
+    if limit is not None and len(data) > limit:
+        yield _bad(source, rel, None, f"enormous document: more than {max_bytes} bytes decompressed" if
+                   is_compressed(path) else f"enormous document: file of {path.stat().st_size} bytes > {max_bytes}")
         return
-    data = path.read_bytes()
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:
@@ -125,12 +106,8 @@ def _read_text(path: Path, rel: str, source: str, max_bytes: int | None, separat
 
 
 def _read_jsonl(path, rel, source, field, start, stop):
-    lineno = start
-    try:
-        for lineno, raw in itertools.islice(_jsonl_lines(path), start, stop):
-            yield _jsonl_item(raw, source, rel, lineno, field)
-    except DataError as e:
-        yield _bad(source, rel, lineno + 1, f"cannot read further: {e}")
+    for lineno, raw in itertools.islice(_jsonl_lines(path), start, stop):
+        yield _jsonl_item(raw, source, rel, lineno, field)
 
 
 def _jsonl_item(raw: bytes, source: str, rel: str, lineno: int, field: str) -> Record | QuarantineEntry:

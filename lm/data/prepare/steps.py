@@ -15,6 +15,8 @@ import importlib
 import inspect
 from typing import Any
 
+from lm.data.checks import ArgumentError, check_types
+
 PER_DOCUMENT_STEPS = {
     "normalize": "lm.data.normalize:Normalize",
     "langid": "lm.data.langid:LanguageId",
@@ -39,7 +41,12 @@ LANGUAGE = "language"  # the language filter reuses the langid step's answer whe
 
 
 class StepError(ValueError):
-    """A step name or its arguments are bad; the message names it and lists the known steps."""
+    """A step name or its arguments are bad; the message names it and lists the known steps.
+    `argument` names the bad keyword argument when one is to blame."""
+
+    def __init__(self, message: str, argument: str | None = None):
+        super().__init__(message)
+        self.argument = argument
 
 
 def known_steps() -> list[str]:
@@ -64,7 +71,8 @@ def step_class(name: str) -> type:
 
 
 def build_step(name: str, kwargs: dict[str, Any]) -> Any:
-    """An instance of step `name` made with the recipe's keyword arguments."""
+    """An instance of step `name` made with the recipe's keyword arguments, whose types are
+    checked against the annotations of its class first (`lm.data.checks`)."""
     cls = step_class(name)
     try:
         inspect.signature(cls).bind(**kwargs)
@@ -72,7 +80,10 @@ def build_step(name: str, kwargs: dict[str, Any]) -> Any:
         raise StepError(f"step {name!r} does not take these arguments ({e}); "
                         f"its signature is {cls.__name__}{inspect.signature(cls)}") from e
     try:
+        check_types(cls, kwargs)
         return cls(**kwargs)
+    except ArgumentError as e:
+        raise StepError(f"{e} (step {name!r})", e.argument) from e
     except (ValueError, TypeError, OSError) as e:
         raise StepError(f"step {name!r} rejected its arguments {kwargs}: {e}") from e
 

@@ -7,7 +7,7 @@
 Groups are the recipe's sources (``tokens.group_by = "source"``), the detected
 languages ("lang"; documents without one go to "unknown") or one group "all"
 ("none"); a mixture samples across the groups of tokens/. A document is held out
-by a hash of its text (`lm.data.build.is_heldout` with the recipe's
+by a hash of its text (`lm.data.heldout.is_heldout` with the recipe's
 ``tokens.heldout_fraction``), so exact duplicates never straddle the split; the
 tokenizer is trained on the training side only. Every stage is skipped when its
 output is complete (a token directory is complete once it has its manifest).
@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from lm.data.build import is_heldout
+from lm.data.heldout import is_heldout
 from lm.data.prepare.output import iter_clean
 from lm.data.prepare.record import Record
 from lm.data.read import DataError, Document
