@@ -36,12 +36,16 @@ def check_finite_numbers(cfg) -> None:
                     assert math.isfinite(value)
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.lists(st.tuples(KEYS, VALUES), max_size=3))
-def test_random_overrides_give_a_config_or_one_config_error(pairs):
+def check_overrides(pairs: list[tuple[str, str]]) -> None:
     cfg = outcome([f"--config.{key}={value}" for key, value in pairs])
     if cfg is not None:
         check_finite_numbers(cfg)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.tuples(KEYS, VALUES), max_size=3))
+def test_random_overrides_give_a_config_or_one_config_error(pairs):
+    check_overrides(pairs)
 
 
 @settings(max_examples=60, deadline=None)
@@ -55,9 +59,7 @@ def test_random_argument_text_is_refused_with_a_config_error(text):
 @settings(max_examples=3000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(st.tuples(KEYS, VALUES), max_size=5))
 def test_many_random_overrides(pairs):
-    cfg = outcome([f"--config.{key}={value}" for key, value in pairs])
-    if cfg is not None:
-        check_finite_numbers(cfg)
+    check_overrides(pairs)
 
 
 @pytest.mark.parametrize("source, message", [
