@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ast
 import difflib
+import math
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -317,6 +318,8 @@ def _coerce(path: str, current: Any, value: Any) -> Any:
     if isinstance(current, int) and isinstance(value, int) and not isinstance(value, bool):
         return value
     if isinstance(current, float) and isinstance(value, (int, float)) and not isinstance(value, bool):
+        if not math.isfinite(value):
+            _fail(path, f"expects a finite number, got {value!r}")
         return float(value)
     if isinstance(current, str) and isinstance(value, str):
         return value

@@ -62,6 +62,14 @@ def test_many_random_overrides(pairs):
     check_overrides(pairs)
 
 
+@pytest.mark.parametrize("override", ["--config.train.lr=1e999", "--config.train.lr=-1e999",
+                                      "--config.model.norm_eps=1e400"])
+def test_an_infinite_number_is_refused(override):
+    key = override.split("=")[0].removeprefix("--config.")
+    with pytest.raises(ConfigError, match=f"config field '{key}': expects a finite number, got -?inf"):
+        load_config(None, [override])
+
+
 @pytest.mark.parametrize("source, message", [
     ("def get_config(:\n", "config file {path}:1: invalid syntax"),
     ("import not_a_module_anywhere\n", "config file {path} failed to load: ModuleNotFoundError: "
