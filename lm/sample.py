@@ -56,3 +56,46 @@ def generate(graphdef: nnx.GraphDef, params: Any, prompt_BxP: jax.Array, rng: ja
     keys = jax.random.split(rng, max_new_tokens)
     _, tokens_NxB = jax.lax.scan(next_token, (logits[:, -1], cache, prompt_len), keys)
     return tokens_NxB.T
+
+
+@functools.partial(jax.jit, static_argnums=(0,), static_argnames=("max_new_tokens",))
+def greedy_until(graphdef: nnx.GraphDef, params: Any, prompts_BxP: jax.Array, lengths_B: jax.Array,
+                 stop_ids_S: jax.Array, *, max_new_tokens: int) -> jax.Array:
+    """Greedy continuations of prompts of different lengths; returns [B, max_new_tokens].
+
+    Row b's prompt is ``prompts_BxP[b, :lengths_B[b]]`` (right-padded). Each row keeps its
+    own KV cache (the batch is a vmap over rows), whose next free slot after the prefill is
+    the row's own length: generated tokens overwrite the padding, and the causal mask (key
+    slot <= query position) hides the padding not yet overwritten. Decoding stops early
+    once every row has produced one of `stop_ids_S`; tokens after a row's stop are
+    unspecified (callers cut there).
+    """
+    model = nnx.merge(graphdef, params)
+    batch, prompt_len = prompts_BxP.shape
+    cache_len = prompt_len + max_new_tokens
+
+    def prefill(prompt_P, length):
+        cache = model.init_cache(1, cache_len)
+        logits_1xPxV, cache = model.decode(prompt_P[None], jnp.arange(prompt_len)[None], cache)
+        return logits_1xPxV[0, length - 1], cache._replace(index=jnp.full_like(cache.index, length))
+
+    def decode_one(token, position, cache):
+        logits_1x1xV, cache = model.decode(token[None, None], position[None, None], cache)
+        return logits_1x1xV[0, 0], cache
+
+    def step(carry):
+        t, tokens_BxN, logits_BxV, cache, done_B = carry
+        token_B = jnp.argmax(logits_BxV, axis=-1).astype(tokens_BxN.dtype)
+        tokens_BxN = tokens_BxN.at[:, t].set(token_B)
+        done_B = done_B | jnp.isin(token_B, stop_ids_S)
+        logits_BxV, cache = jax.vmap(decode_one)(token_B, lengths_B + t, cache)
+        return t + 1, tokens_BxN, logits_BxV, cache, done_B
+
+    def running(carry):
+        t, _, _, _, done_B = carry
+        return (t < max_new_tokens) & ~jnp.all(done_B)
+
+    logits_BxV, cache = jax.vmap(prefill)(prompts_BxP, lengths_B)
+    tokens_BxN = jnp.zeros((batch, max_new_tokens), prompts_BxP.dtype)
+    start = (0, tokens_BxN, logits_BxV, cache, jnp.zeros((batch,), bool))
+    return jax.lax.while_loop(running, step, start)[1]
