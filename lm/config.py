@@ -81,6 +81,7 @@ def default_config() -> ml_collections.ConfigDict:
     d.tokenizer_split_digits = True
     d.tokenizer_max_sentences = 1_000_000
     d.prefetch = 2  # training batches fetched ahead by a background thread; 0 = none
+    d.unique_tokens = 0  # > 0: train on this many unique tokens, repeated (lm.data.repeat)
 
     c.train = ml_collections.ConfigDict()
     t = c.train
@@ -213,6 +214,8 @@ def validate(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
             if d[key] != defaults[key]:
                 _fail(f"data.{key}", f"is {d[key]!r}, but data.prepared_corpus={d.prepared_corpus!r} supplies "
                       "the documents, held-out split and tokenizer; drop one of the two")
+    if d.unique_tokens < 0 or (d.unique_tokens and d.prepared_corpus):
+        _fail("data.unique_tokens", f"must be >= 0, and 0 with data.prepared_corpus; got {d.unique_tokens}")
     if d.prefetch < 0:
         _fail("data.prefetch", f"must be >= 0 (batches fetched ahead; 0 = none), got {d.prefetch}")
     if t.loss_chunk < 0 or (t.loss_chunk and d.seq_len % t.loss_chunk):

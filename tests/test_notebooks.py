@@ -13,7 +13,7 @@ pytest.importorskip("ipykernel")
 
 NOTEBOOKS = Path(__file__).parents[1] / "notebooks"
 NAMES = ("fit_scaling_laws.ipynb", "reproduce_chinchilla.ipynb", "reproduce_kaplan.ipynb",
-         "predictable_scaling.ipynb")
+         "predictable_scaling.ipynb", "data_constrained.ipynb")
 ENV = ("LM_SWEEP_DIR", "LM_N_CONVENTION", "LM_C_CONVENTION", "LM_LOSS", "LM_BOOTSTRAP",
        "LM_AT_FLOPS", "LM_EPOCH_CSV", "LM_START_STRIDE", "LM_HOLDOUT", "LM_MEMBERS")
 
@@ -108,3 +108,12 @@ def test_predictable_scaling(tmp_path, monkeypatch):
     for row in chinchilla:  # fitted up to 6e20, both within 1.5% of the held-out minima
         assert abs(float(row[-2].rstrip("%"))) < 1.5
     assert images == 2
+
+
+def test_data_constrained_recovers_the_papers_decay(monkeypatch):
+    text, images = execute("data_constrained.ipynb", monkeypatch, LM_BOOTSTRAP="10")
+    assert "synthetic: 76 runs drawn from the paper's law" in text
+    r_d = float(re.search(r"^\s+R_D_star\s+([0-9.]+) ", text, re.M).group(1))
+    assert r_d == pytest.approx(15.39, rel=0.1)  # the law that made the runs
+    assert re.search(r"^\s+4e\+08\s+1e\+09\s+16 ", text, re.M)  # the cost of 16 epochs
+    assert images == 1

@@ -166,6 +166,20 @@ def test_cli_bad_config_is_one_line_naming_the_field(tmp_path):
     assert not (tmp_path / "config.json").exists()
 
 
+def test_a_run_saved_before_a_field_existed_resumes_with_its_default(tmp_path):
+    from lm.config import ConfigError, default_config, to_json_dict
+    from lm.train.loop import check_workdir_config
+    saved = to_json_dict(default_config())
+    del saved["data"]["unique_tokens"]  # a field added after this run started
+    (tmp_path / "config.json").write_text(json.dumps(saved))
+    check_workdir_config(default_config(), tmp_path, write=False)
+    changed = default_config()
+    changed.data.unique_tokens = 1000
+    with pytest.raises(ConfigError, match="'data.unique_tokens' is 1000 but the run in .* was started "
+                                          "with 0"):
+        check_workdir_config(changed, tmp_path, write=False)
+
+
 def test_resuming_with_a_changed_model_is_refused(trained_run):
     cfg = load_config(TINY, ["--config.model.d_model=32"])
     from lm.config import ConfigError

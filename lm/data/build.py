@@ -31,6 +31,7 @@ from lm.data.loader import train_iterator
 from lm.data.prepare.mixture import prepared_mixture
 from lm.data.prepare.rundir import require_finished
 from lm.data.read import DataError, Document, iter_documents
+from lm.data.repeat import train_shards
 from lm.data.shards import TokenShards, tokenize_to_shards
 from lm.data.tokenizer import MODEL_FILE, Tokenizer, train_tokenizer
 
@@ -130,7 +131,8 @@ def build_run_data(d: ml_collections.ConfigDict, vocab_size: int, workdir: Path)
                             "add documents or change data.heldout_fraction")
 
     def train_batches(global_batch_size: int, num_steps: int) -> grain.DatasetIterator:
-        return train_iterator(shards["train"], seq_len=d.seq_len, global_batch_size=global_batch_size,
+        train = train_shards(shards["train"], d.unique_tokens, d.seed)  # all, or data.unique_tokens
+        return train_iterator(train, seq_len=d.seq_len, global_batch_size=global_batch_size,
                               seed=d.seed, bos_id=tokenizer.bos_id, eos_id=tokenizer.eos_id)
 
     return RunData(tokenizer, shards["heldout"], train_batches)

@@ -3,10 +3,15 @@
     lm fit --csv points.csv --n-col N --d-col D --loss-col loss --method approach3
     lm fit --sweep runs/sweep --method approach2 --bootstrap 200 --at-flops 1e21 --out plots/
     lm fit --sweep runs/sweep --method all --holdout-largest 1 --bootstrap 200
+    lm fit --sweep runs/tuned --method hparams --bootstrap 200 --out plots/
+    lm fit --sweep runs/epochs --method data_constrained --fix-from approach3.json
 
 Methods: km (L(N), L(D), L(C) and L(N, D), as far as the data allows), approach1 (loss
 envelope of training curves), approach2 (IsoFLOP parabolas), approach3 (parametric
-E + A/N^alpha + B/D^beta), all (approaches 1-3 side by side). Every Chinchilla approach
+E + A/N^alpha + B/D^beta), all (approaches 1-3 side by side), hparams (learning-rate and
+batch-size laws, eta_opt(C) and B_opt(C), through each budget's near-optimal runs, as DeepSeek
+LLM 2024), data_constrained (R*_D and R*_N of Muennighoff et al. 2023 on top of the Chinchilla
+form: runs that repeat their unique tokens; lm.scaling.cli_methods). Every Chinchilla approach
 predicts the compute-optimal loss at --at-flops (derived.loss_opt). --holdout-largest K
 fits on all but the K largest budgets and adds a backtest of those. Prints one JSON document
 on stdout; warnings and tables go to stderr; with --out, writes the plots there. Bad input
@@ -27,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from lm.files import json_safe
-from lm.scaling import km_report
+from lm.scaling import cli_methods, km_report
 from lm.scaling.compare_plot import comparison
 from lm.scaling.design import (DEFAULT_RTOL, IdentifiabilityWarning, check_loss_varies,
                                duplicate_rows)
@@ -38,7 +43,7 @@ from lm.scaling.summary import backtest_table, methods_table
 from lm.scaling.table import (LOSS_KINDS, Points, csv_points, drop_highest_loss, sweep_points,
                               sweep_runs)
 
-METHODS = ("km", *CHINCHILLA, "all")
+METHODS = ("km", *CHINCHILLA, "all", *cli_methods.METHODS)
 CSV_FLAGS = ("n_col", "d_col", "c_col", "loss_col", "budget_col")
 
 
@@ -58,8 +63,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "named by --n-col, --d-col and/or --c-col, --loss-col")
     source.add_argument("--sweep", type=Path, metavar="DIR", help="a sweep workdir with "
                         "results.csv (and curves.csv for approach1); runs with status done")
-    parser.add_argument("--method", required=True, help=f"one of {', '.join(METHODS)}, or "
-                        "all (approaches 1-3 side by side)")
+    parser.add_argument("--method", required=True, help=f"one of {', '.join(METHODS)} (all: "
+                        "approaches 1-3 side by side)")
     parser.add_argument("--n-col", metavar="COL", help="--csv: parameter count column")
     parser.add_argument("--d-col", metavar="COL", help="--csv: token column; without it "
                         "D = C / (6N)")
@@ -68,6 +73,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--loss-col", metavar="COL", help="--csv: loss column (nats/token)")
     parser.add_argument("--budget-col", metavar="COL", help="--csv: IsoFLOP budget column; "
                         "without it points with equal C (within --budget-rtol) form a profile")
+    parser.add_argument("--lr-col", metavar="COL", help="--csv, hparams: peak learning rate")
+    parser.add_argument("--batch-col", metavar="COL", help="--csv, hparams: batch, in tokens")
+    parser.add_argument("--unique-col", metavar="COL", help="--csv, data_constrained: unique "
+                        "tokens U each run repeats (D / U epochs)")
+    parser.add_argument("--near-optimal", type=float, metavar="TOL", help="hparams: a budget's "
+                        "near-optimal region holds its runs within TOL (relative) of its best "
+                        "loss (default 0.0025, DeepSeek's 0.25%%)")
+    parser.add_argument("--fix-from", type=Path, metavar="JSON", help="data_constrained: take "
+                        "E, A, B, alpha, beta from this `lm fit --method approach3` report (its "
+                        "params) and fit only R*_D and R*_N (default: fit all jointly)")
     parser.add_argument("--budget-rtol", type=float, default=DEFAULT_RTOL, metavar="R",
                         help="budgets (and model sizes) within this relative tolerance are one "
                         f"(default {DEFAULT_RTOL})")
@@ -100,7 +115,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _check_args(args: argparse.Namespace) -> None:
     if args.method not in METHODS:
-        raise FitError(f"--method must be one of {', '.join(METHODS)}; got {args.method!r}")
+        raise FitError(f"--method must be one of {', '.join(METHODS[:5])}; got {args.method!r} "
+                       f"(or one of {', '.join(cli_methods.METHODS)})")
     try:
         check_conventions(args.n_convention, args.c_convention)
     except ValueError as err:
@@ -124,6 +140,9 @@ def _check_args(args: argparse.Namespace) -> None:
     if args.holdout_largest and args.method == "km":
         raise FitError("--holdout-largest backtests approach1, approach2, approach3 or all; km "
                        "predicts no compute-optimal loss")
+    cli_methods.check_args(args)
+    if args.method in cli_methods.METHODS:
+        return
     if args.sweep is not None:
         given = [f"--{name.replace('_', '-')}" for name in CSV_FLAGS
                  if getattr(args, name) is not None]
@@ -250,11 +269,14 @@ def fit_report(args: argparse.Namespace) -> dict:
                       args.keep_unbracketed, args.budget_rtol, args.out)
     with warnings.catch_warnings(record=True) as caught, np.errstate(all="ignore"):
         warnings.simplefilter("always")
-        data, source, notes = _data(args)
-        file = args.csv if args.csv is not None else args.sweep / "results.csv"
-        check_loss_varies(data.points.loss, f"{file} column {source['columns']['loss']!r}")
-        _warn_duplicates(data.points)
-        body = _body(args, data, options)
+        if args.method in cli_methods.METHODS:
+            source, notes, body = cli_methods.run(args, options)
+        else:
+            data, source, notes = _data(args)
+            file = args.csv if args.csv is not None else args.sweep / "results.csv"
+            check_loss_varies(data.points.loss, f"{file} column {source['columns']['loss']!r}")
+            _warn_duplicates(data.points)
+            body = _body(args, data, options)
     messages = [str(w.message) if issubclass(w.category, IdentifiabilityWarning)
                 else f"{w.category.__name__}: {w.message}" for w in caught]
     report = {"method": args.method, **options.conv, "source": source,
@@ -265,6 +287,8 @@ def fit_report(args: argparse.Namespace) -> dict:
 
 def _tables(report: dict) -> str:
     """The human-readable tables for stderr: methods side by side, backtests."""
+    if report["method"] in cli_methods.METHODS:
+        return cli_methods.table(report)
     methods = report.get("methods") or ({report["method"]: report}
                                         if report["method"] in CHINCHILLA else {})
     text = []

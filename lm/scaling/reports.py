@@ -1,5 +1,6 @@
 """The report of each Chinchilla approach for `lm fit`: parameters, the allocation and loss
-prediction at the requested budgets, bootstrap intervals, and plots.
+prediction at the requested budgets, bootstrap intervals, and plots. Also the reports of the
+learning-rate and batch laws (`hparams`) and of data-constrained scaling (`data_constrained`).
 
 Each `approachN` function takes the data, the budgets to report (`at_flops`) and any `extra`
 budgets to predict (a backtest's held-out ones), and returns the report and the predictions
@@ -14,14 +15,17 @@ from pathlib import Path
 
 import numpy as np
 
-from lm.scaling import plots
+from lm.scaling import law_plots, plots
 from lm.scaling.bootstrap import (BootstrapResult, bootstrap_approach1, bootstrap_approach2,
                                   bootstrap_approach3)
 from lm.scaling.chinchilla import (Approach2Fit, Approach3Fit, TrainingRun,
                                    allocate, fit_approach1, fit_approach2, fit_approach3, predict)
+from lm.scaling.data_constrained import (DELTA, PAPER, bootstrap_data_constrained,
+                                         fit_data_constrained)
+from lm.scaling.hparams import DEEPSEEK, bootstrap_hparams, fit_hparams
 from lm.scaling.prediction import (SIX_ND, FlopsRatio, fit_flops_ratio, frontier_of,
                                    predict_loss_opt)
-from lm.scaling.table import Points
+from lm.scaling.table import Columns, Points
 
 LEVEL = 0.95  # bootstrap interval coverage
 
@@ -198,3 +202,74 @@ def approach3(points: Points, options: Options, at_flops: np.ndarray,
                 flops_range(points.C.min(), points.C.max(), at_flops), path=path)
         report["plots"] = draw(options.out, drawings)
     return report, predicted
+
+
+def hparams(data: Columns, options: Options, at_flops: np.ndarray | None,
+            tolerance: float) -> dict:
+    """Learning-rate and batch laws (`lm.scaling.hparams`) on columns C, lr, batch (tokens),
+    loss and optionally budget; eta_opt and B_opt at `at_flops` (default: the largest budget)."""
+    v = data.values
+    kwargs = dict(c_convention=options.c_convention, tolerance=tolerance, rtol=options.rtol,
+                  budget=v.get("budget"))
+    result = None
+    if options.bootstrap:
+        flops = at_flops if at_flops is not None else np.array(
+            [fit_hparams(v["C"], v["lr"], v["batch"], v["loss"], warn=False, **kwargs).budgets[-1]])
+        result = bootstrap_hparams(v["C"], v["lr"], v["batch"], v["loss"], at_flops=flops,
+                                   n_resamples=options.bootstrap, seed=options.seed, level=LEVEL,
+                                   **kwargs)
+        fit = result.fit
+    else:
+        fit = fit_hparams(v["C"], v["lr"], v["batch"], v["loss"], **kwargs)
+    at_flops = np.array([fit.budgets[-1]]) if at_flops is None else at_flops
+    lr_at, batch_at = fit.predict(at_flops)
+    derived = {"at_flops": at_flops, "lr_opt": lr_at, "batch_opt": batch_at}
+    if result is not None:
+        derived.update({f"{name}_interval": {"lower": result.intervals[name].lower,
+                                             "upper": result.intervals[name].upper}
+                        for name in ("lr_opt", "batch_opt")})
+    report = {"n_points": fit.n_points, "params": fit.params, "near_optimal": tolerance,
+              "derived": derived, "reference": {"DeepSeek LLM (2024)": DEEPSEEK},
+              "budgets": {"budget": fit.budgets, "n_runs": fit.n_runs, "n_near": fit.n_near,
+                          "best_loss": fit.best_loss, "best_lr": fit.best_lr,
+                          "best_batch": fit.best_batch, "lr_opt": fit.lr_opt,
+                          "batch_opt": fit.batch_opt, "lr_range": fit.lr_range,
+                          "batch_range": fit.batch_range}}
+    if result is not None:
+        report["bootstrap"] = intervals(result)
+    if options.out is not None:
+        report["plots"] = draw(options.out, {
+            "hparams.png": lambda path: law_plots.hparam_laws(fit, v["lr"], v["batch"], result,
+                                                              path=path),
+            "landscape.png": lambda path: law_plots.hparam_landscape(
+                fit, v["lr"], v["batch"], v["loss"], path=path)})
+    return report
+
+
+def data_constrained(data: Columns, options: Options, constants: dict | None) -> dict:
+    """R*_D (and R*_N) of Muennighoff et al. (`lm.scaling.data_constrained`) on columns N, D,
+    U and loss; `constants` (E, A, B, alpha, beta) fixes the Chinchilla part."""
+    v = data.values
+    args = (v["N"], v["D"], v["U"], v["loss"])
+    kwargs = dict(n_convention=options.n_convention, constants=constants, rtol=options.rtol)
+    result = None
+    if options.bootstrap:
+        result = bootstrap_data_constrained(*args, n_resamples=options.bootstrap,
+                                            seed=options.seed, level=LEVEL, **kwargs)
+        fit = result.fit
+    else:
+        fit = fit_data_constrained(*args, **kwargs)
+    epochs = v["D"] / np.minimum(v["U"], v["D"])
+    report = {"n_points": fit.n_points, "n_repeated": fit.n_repeated, "params": fit.params,
+              "constants": "fixed" if fit.fixed else "fitted",
+              "objective": {"sum_huber": fit.objective, "delta": DELTA},
+              "reference": {"Muennighoff et al. (2023)": PAPER},
+              "runs": {"epochs": epochs, "R_N": fit.R_N,
+                       "residual": np.log(v["loss"]) - np.log(fit.predict(*args[:3]))}}
+    if result is not None:
+        report["bootstrap"] = intervals(result)
+    if options.out is not None:
+        report["plots"] = draw(options.out, {
+            "data_constrained.png": lambda path: law_plots.data_constrained(fit, *args,
+                                                                            path=path)})
+    return report

@@ -243,6 +243,44 @@ def csv_runs(points: Points, c_convention: str) -> list[TrainingRun]:
     return runs
 
 
+# ---------------------------------------------------------------- any named columns
+
+@dataclass(frozen=True)
+class Columns:
+    """Float columns by role ("lr", "U", ...), one row per run: `columns` names the column
+    each role was read from, `labels` where each row came from."""
+
+    values: dict[str, np.ndarray]
+    columns: dict[str, str]
+    labels: tuple[str, ...]
+    notes: tuple[str, ...] = ()
+
+
+def csv_columns(path: str | Path, named: dict[str, str | None]) -> Columns:
+    """The columns `named` (role -> column; None: not given) of any CSV, each value > 0
+    except in the optional "budget" column, where empty cells read as nan."""
+    given = {role: column for role, column in named.items() if column is not None}
+    rows = read_rows(path, tuple(given.values()))
+    values = {role: float_column(path, rows, column, optional=role == "budget")
+              for role, column in given.items()}
+    return Columns(values, given, tuple(f"{path} line {i + 2}" for i in range(len(rows))))
+
+
+def sweep_columns_of(workdir: str | Path, named: dict[str, str], *,
+                     members: str = "all") -> Columns:
+    """The columns `named` (role -> results.csv column) of a sweep's done runs (`members`
+    as in `sweep_points`); "budget" may be empty (nan)."""
+    workdir = Path(workdir)
+    rows, notes = _done_rows(workdir, members)
+    path = workdir / "results.csv"
+    missing = [column for column in named.values() if column not in rows[0]]
+    if missing:
+        raise TableError(f"{path} lacks column(s) {missing}; its columns are {list(rows[0])}")
+    values = {role: float_column(path, rows, column, optional=role == "budget")
+              for role, column in named.items()}
+    return Columns(values, dict(named), tuple(f"run {row['run']}" for row in rows), notes)
+
+
 # ---------------------------------------------------------------- subsets for the KM laws
 
 def drop_highest_loss(points: Points, k: int) -> Points:

@@ -10,10 +10,17 @@ or ConfigDict with these keys:
                  "isoflop":   per FLOP budget C, several model sizes; D = C / FLOPs per token
                  "approach1": model_sizes x tokens, each a full cosine schedule
                               (Chinchilla approach 1)
+                 "epochs":    model_sizes x epochs on `unique_tokens` unique tokens
+                              (data-constrained scaling, Muennighoff et al. 2023)
     n_kind       "non_embedding" (Kaplan) or "total" (Chinchilla): what model_sizes mean
     model_sizes  target parameter counts (isoflop: a list per budget, or one list for all)
     tokens       training tokens D: one number ("n") or a list ("d", "approach1")
     budgets      isoflop only: FLOP budgets C
+    unique_tokens  epochs only: U, the unique tokens every run trains on (data.unique_tokens,
+                 lm.data.repeat): a multiple of batch_size * seq_len, so each epoch is whole steps
+    epochs       epochs only: the repetitions R; each run trains on D = U * R tokens
+    unique_baseline  epochs only, optional (default False): also, for each R > 1, a run on
+                 U * R unique tokens seen once, the fresh-data baseline of the same D
     flops        isoflop only: "6n" (D = C / 6N) or "exact" (Chinchilla appendix F)
     family       optional `ShapeFamily` fields: head_dim, min_aspect, max_aspect, ffn_multiple
     n_tolerance  optional relative tolerance of the planned N (default 0.1)
@@ -34,8 +41,11 @@ Each run's config is, in this order: base; command-line overrides; the planned
 model shape (approach1 also sets `train.schedule=cosine`); the rules' values; the
 member's tune values (overriding a rule for the same field); `train.steps` for the
 point's tokens at the run's own batch size and seq_len (so tuning train.batch_size
-keeps D and changes the steps); validated. Rules and tune cannot set the fields the
-planner sets (PLANNED_FIELDS) nor those the sweep's one data preparation decides
+keeps D and changes the steps); validated. Where rules or tune change train.batch_size (and
+not train.eval_batches), eval_batches is scaled so that every member of a point evaluates
+the same held-out rows, the base batch_size x eval_batches (the batch sizes must divide it).
+Rules and tune cannot set the fields the planner sets (PLANNED_FIELDS, plus
+data.unique_tokens for epochs) nor those the sweep's one data preparation decides
 (SHARED_DATA_FIELDS), and a command-line override of a ruled or tuned field is refused.
 
 The callables receive the planned point, a `lm.sweep.plan.PlannedPoint`:
@@ -70,10 +80,11 @@ from lm.sweep.plan import (FLOPS_KINDS, N_KINDS, PlannedPoint, RunSpec, ShapeFam
                            steps_for_tokens, tokens_for_budget)
 from lm.sweep.tune import describe, members, nested, parse_rules, parse_tune
 
-KINDS = ("n", "d", "isoflop", "approach1")
+KINDS = ("n", "d", "isoflop", "approach1", "epochs")
 _COMMON = ("base", "kind", "n_kind", "model_sizes", "family", "n_tolerance", "rules", "tune")
 _KEYS = {"n": _COMMON + ("tokens",), "d": _COMMON + ("tokens",),
-         "approach1": _COMMON + ("tokens",), "isoflop": _COMMON + ("budgets", "flops")}
+         "approach1": _COMMON + ("tokens",), "isoflop": _COMMON + ("budgets", "flops"),
+         "epochs": _COMMON + ("unique_tokens", "epochs", "unique_baseline")}
 _ALL_KEYS = sorted(set(itertools.chain.from_iterable(_KEYS.values())))
 DEFAULT_TOLERANCE = 0.1
 # Fields the planner (and the runner: data.prepared_dir) sets in every run.
@@ -100,6 +111,9 @@ class Sweep:
     n_tolerance: float = DEFAULT_TOLERANCE
     rules: dict[str, Callable[[PlannedPoint], Any]] = dataclasses.field(default_factory=dict)
     tune: dict[str, Any] = dataclasses.field(default_factory=dict)
+    unique_tokens: int = 0
+    epochs: tuple[float, ...] = ()
+    unique_baseline: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable copy (for sweep.json); rules and callable grids by `describe`."""
@@ -107,8 +121,10 @@ class Sweep:
 
 
 def planned_fields(kind: str) -> tuple[str, ...]:
-    """The fields the sweep sets in every run of `kind` (approach1 also sets train.schedule)."""
-    return PLANNED_FIELDS + (("train.schedule",) if kind == "approach1" else ())
+    """The fields the sweep sets in every run of `kind` (approach1 also sets train.schedule,
+    epochs data.unique_tokens)."""
+    extra = {"approach1": ("train.schedule",), "epochs": ("data.unique_tokens",)}
+    return PLANNED_FIELDS + extra.get(kind, ())
 
 
 def _fail(field: str, message: str) -> None:
@@ -187,7 +203,8 @@ def parse_sweep(raw: dict[str, Any], sweep_dir: Path = Path(".")) -> Sweep:
     for key in raw:
         if key not in _KEYS[kind]:
             _fail(key, f"is not used by kind '{kind}'; remove it")
-    required = ("budgets", "flops") if kind == "isoflop" else ("tokens",)
+    required = {"isoflop": ("budgets", "flops"), "epochs": ("unique_tokens", "epochs")}.get(
+        kind, ("tokens",))
     for key in required:
         if key not in raw:
             _fail(key, f"is required for kind '{kind}'")
@@ -210,6 +227,15 @@ def parse_sweep(raw: dict[str, Any], sweep_dir: Path = Path(".")) -> Sweep:
         per_budget = sizes if nested else [sizes] * len(budgets)
         fields.update(budgets=budgets, flops=raw["flops"], model_sizes=tuple(
             _numbers(f"model_sizes[{i}]", s) for i, s in enumerate(per_budget)))
+    elif kind == "epochs":
+        unique = raw["unique_tokens"]
+        if isinstance(unique, bool) or not isinstance(unique, numbers.Integral) or unique <= 0:
+            _fail("unique_tokens", f"must be a positive whole number of tokens, got {unique!r}")
+        if not isinstance(raw.get("unique_baseline", False), bool):
+            _fail("unique_baseline", f"must be True or False, got {raw['unique_baseline']!r}")
+        fields.update(model_sizes=(_numbers("model_sizes", sizes),), unique_tokens=int(unique),
+                      epochs=_numbers("epochs", raw["epochs"]),
+                      unique_baseline=raw.get("unique_baseline", False))
     else:
         fields.update(model_sizes=(_numbers("model_sizes", sizes),),
                       tokens=_numbers("tokens", raw["tokens"]))
@@ -260,6 +286,9 @@ def expand(sweep: Sweep, overrides: Sequence[str] = (), prepared_dir: str = "") 
     if sweep.kind == "isoflop":
         points = [(budget, target, None) for budget, sizes in zip(sweep.budgets, sweep.model_sizes)
                   for target in sizes]
+    elif sweep.kind == "epochs":
+        points = [(None, target, (unique, unique * epochs)) for target in sweep.model_sizes[0]
+                  for unique, epochs in epoch_runs(sweep)]
     else:
         points = [(None, target, tokens) for target in sweep.model_sizes[0] for tokens in sweep.tokens]
     specs, seen = [], {}
@@ -268,12 +297,18 @@ def expand(sweep: Sweep, overrides: Sequence[str] = (), prepared_dir: str = "") 
                                  tolerance=sweep.n_tolerance)
         cfg = ml_collections.ConfigDict(base.to_dict())
         cfg.model.update(shape.model_overrides())
+        planned = {}
+        if sweep.kind == "epochs":
+            unique, tokens = tokens
+            planned = {"data.unique_tokens": unique}
+            cfg.data.unique_tokens = unique
         if budget is not None:
             tokens = tokens_for_budget(budget, cfg.model, cfg.data.seq_len, flops=sweep.flops,
                                        n_kind=sweep.n_kind)
         if sweep.kind == "approach1":
             cfg.train.schedule = "cosine"
-        name = _name(sweep.kind, shape.d_model, shape.num_layers, tokens, budget)
+        name = _name(sweep.kind, shape.d_model, shape.num_layers, tokens, budget,
+                     planned.get("data.unique_tokens"))
         where = f"model size {target:,.0f}, tokens {tokens:,.0f}"
         if name in seen:
             raise ConfigError(f"two points of the sweep ({seen[name]}; {where}) both plan run "
@@ -281,7 +316,7 @@ def expand(sweep: Sweep, overrides: Sequence[str] = (), prepared_dir: str = "") 
         seen[name] = where
         point = planned_point(name, cfg, n_kind=sweep.n_kind, tokens=tokens, budget=budget)
         for suffix, values in members(sweep.rules, sweep.tune, point):
-            specs.append(_member(sweep, cfg, point, name + suffix, values))
+            specs.append(_member(sweep, cfg, point, name + suffix, {**planned, **values}))
     return specs
 
 
@@ -296,6 +331,12 @@ def _member(sweep: Sweep, point_cfg: ml_collections.ConfigDict, point: PlannedPo
         except ConfigError as err:
             key = "tune" if field in sweep.tune else "rules"
             raise ConfigError(f"sweep field '{key}.{field}' for run {name}: {err}") from None
+    _same_eval_rows(cfg, point, values, name)
+    tokens_per_step = cfg.train.batch_size * cfg.data.seq_len
+    if cfg.data.unique_tokens % tokens_per_step:
+        raise ConfigError(f"run {name}: data.unique_tokens={cfg.data.unique_tokens:,} is not a "
+                          f"multiple of train.batch_size x data.seq_len = {tokens_per_step:,}, so "
+                          "its epochs would not be whole steps; round it to a multiple")
     cfg.train.steps = steps_for_tokens(point.tokens, cfg.train.batch_size, cfg.data.seq_len)
     try:
         validate(cfg)
@@ -305,8 +346,35 @@ def _member(sweep: Sweep, point_cfg: ml_collections.ConfigDict, point: PlannedPo
                     hparams={field: field_value(cfg, field) for field in values})
 
 
-def _name(kind: str, d_model: int, layers: int, tokens: float, budget: float | None) -> str:
+def epoch_runs(sweep: Sweep) -> list[tuple[int, float]]:
+    """(unique tokens, epochs) of each run per model size of an epochs sweep: U at every R,
+    then with unique_baseline U * R unique tokens once for each R > 1."""
+    runs = [(sweep.unique_tokens, r) for r in sweep.epochs]
+    if sweep.unique_baseline:
+        runs += [(round(sweep.unique_tokens * r), 1.0) for r in sweep.epochs if r > 1]
+    return runs
+
+
+def _same_eval_rows(cfg: ml_collections.ConfigDict, point: PlannedPoint, values: dict[str, Any],
+                    name: str) -> None:
+    """Where rules or tune set train.batch_size (not eval_batches): scale eval_batches so the
+    member evaluates the point's base batch_size x eval_batches held-out rows."""
+    if "train.batch_size" not in values or "train.eval_batches" in values:
+        return
+    rows = point.batch_size * cfg.train.eval_batches
+    if rows % cfg.train.batch_size:
+        raise ConfigError(f"run {name}: train.batch_size={cfg.train.batch_size} does not divide "
+                          f"the {rows} held-out rows every member of the point evaluates (base "
+                          "batch_size x train.eval_batches); choose batch sizes that divide it, "
+                          "or tune train.eval_batches too")
+    cfg.train.eval_batches = rows // cfg.train.batch_size
+
+
+def _name(kind: str, d_model: int, layers: int, tokens: float, budget: float | None,
+          unique: int | None = None) -> str:
     shape = f"d{d_model}-L{layers}"
+    if kind == "epochs":
+        return f"{shape}-U{compact(unique)}-R{compact(tokens / unique)}"
     if kind == "isoflop":
         return f"C{compact(budget)}-{shape}"
     if kind == "n":

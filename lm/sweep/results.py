@@ -16,7 +16,8 @@ the last 10% of logged steps (at least one), heldout_loss the last evaluation's 
     hp.train.lr, hp.train.warmup_steps   the run's values, tuned or not
     hp.SECTION.FIELD   one column for each other field the sweep's rules or tune set, after
                    these (except train.batch_size and data.seq_len, which have their own
-                   columns)
+                   columns); an epochs sweep adds hp.data.unique_tokens, the unique tokens U
+                   each run repeats (tokens / U epochs)
 
 Files written before tuning existed (the first 21 columns) still read.
 

@@ -53,7 +53,9 @@ def check_workdir_config(cfg: ml_collections.ConfigDict, workdir: Path, *, write
         saved = json.loads(path.read_text())
         fixed = [(section, key) for section in ("model", "data") for key in current[section]]
         for section, key in fixed + [("train", "batch_size")]:  # the data state counts batches
-            value, old = current[section][key], saved.get(section, {}).get(key)
+            # a field added since the run started has its default there
+            default = config_lib.default_config()[section][key]
+            value, old = current[section][key], saved.get(section, {}).get(key, default)
             if _plain(old) != _plain(value):
                 raise config_lib.ConfigError(
                     f"config field '{section}.{key}' is {value!r} but the run in {workdir} was "
