@@ -25,6 +25,7 @@ DTYPES = ("float32", "bfloat16")
 REMAT_POLICIES = ("none", "full", "dots")
 ATTENTION_KERNELS = ("einsum", "blockwise", "xla", "cudnn")
 SCHEDULES = ("cosine", "wsd", "constant")
+PIPELINE_SCHEDULES = ("auto", "gpipe", "circular", "1f1b")  # auto: circular if repeats > 1
 SPIKE_ACTIONS = ("none", "log", "skip", "rollback")
 TOKENIZER_TYPES = ("bpe", "unigram")
 # data fields that choose, split or tokenize the documents: a prepared corpus's recipe decides these.
@@ -139,6 +140,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.pipeline = ml_collections.ConfigDict()  # used when mesh.stage > 1
     c.pipeline.microbatches = 0  # 0: one per stage
     c.pipeline.repeats = 1  # > 1: circular schedule with this many virtual stages per device
+    c.pipeline.schedule = "auto"  # gpipe | circular | 1f1b (docs/parallelism.md); auto: by repeats
 
     c.sample = ml_collections.ConfigDict()
     s = c.sample
@@ -201,6 +203,7 @@ def validate(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
         ("train.schedule", t.schedule, SCHEDULES),
         ("train.spike_action", t.spike_action, SPIKE_ACTIONS),
         ("data.tokenizer_type", d.tokenizer_type, TOKENIZER_TYPES),
+        ("pipeline.schedule", cfg.pipeline.schedule, PIPELINE_SCHEDULES),
     ]:
         if value not in choices:
             _fail(name, f"{value!r} is not one of {', '.join(choices)}")
@@ -279,6 +282,9 @@ def _validate_mesh(cfg: ml_collections.ConfigDict) -> None:
         _fail("pipeline.microbatches", f"must be >= 0 (0: one per stage), got {p.microbatches}")
     if p.repeats < 1:
         _fail("pipeline.repeats", f"must be >= 1, got {p.repeats}")
+    if p.schedule != "auto" and (p.schedule == "circular") != (p.repeats > 1):
+        _fail("pipeline.schedule", f"{p.schedule!r} does not go with pipeline.repeats={p.repeats}: "
+              "circular needs repeats > 1, gpipe and 1f1b need repeats=1")
 
 
 def _check_known_keys(cfg: ml_collections.ConfigDict, schema: ml_collections.ConfigDict,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any, Callable, Protocol
 
 import jax
 import jax.numpy as jnp
@@ -12,7 +13,6 @@ from flax import nnx
 from lm.config import head_dim
 from lm.model.layers import MLP, Attention, KVCache, RMSNorm, logical_param, project
 from lm.parallel.sharding import constrain
-from lm.parallel.pipeline import Pipeline, run_pipeline
 
 REMAT_POLICIES = {
     "full": jax.checkpoint_policies.nothing_saveable,
@@ -29,6 +29,17 @@ def remat_unroll(scan_unroll: int, num_layers: int) -> int:
     temporaries 1,439 MiB with remat none, full or dots when fully unrolled; 764 MiB
     with full remat at unroll 4, 414 MiB at unroll 1)."""
     return max(1, min(scan_unroll, num_layers // 2))
+
+
+class LayerRunner(Protocol):
+    """Runs the stacked blocks another way than the plain layer scan (a pipeline schedule,
+    `lm.parallel.pipeline.Pipeline`): `stage_fn(params_K, x, positions, segment_ids)` applies
+    K consecutive layers, `layer_params` has a leading `layers` axis; the result must equal
+    applying every layer in order."""
+
+    def run(self, stage_fn: Callable[[Any, jax.Array, jax.Array, jax.Array], jax.Array],
+            layer_params: Any, x_BxLxD: jax.Array, positions_BxL: jax.Array,
+            segment_ids_BxL: jax.Array) -> jax.Array: ...
 
 
 class Block(nnx.Module):
@@ -76,17 +87,17 @@ class Decoder(nnx.Module):
                      logical_param(rngs, init, (m.d_model, m.vocab_size), ("embed", "vocab"), pdt))
 
     def __call__(self, tokens_BxL: jax.Array, positions_BxL: jax.Array,
-                 segment_ids_BxL: jax.Array, pipeline: Pipeline | None = None) -> jax.Array:
+                 segment_ids_BxL: jax.Array, runner: LayerRunner | None = None) -> jax.Array:
         """Float32 logits [B, L, vocab] for packed sequences (segment 0 is padding).
 
-        With `pipeline`, the blocks run as that pipeline schedule over the `stage` axis.
+        With `runner` (a pipeline schedule), the blocks run through `runner.run`.
         """
-        return self.logits(self.hidden(tokens_BxL, positions_BxL, segment_ids_BxL, pipeline))
+        return self.logits(self.hidden(tokens_BxL, positions_BxL, segment_ids_BxL, runner))
 
     def hidden(self, tokens_BxL: jax.Array, positions_BxL: jax.Array,
-               segment_ids_BxL: jax.Array, pipeline: Pipeline | None = None) -> jax.Array:
+               segment_ids_BxL: jax.Array, runner: LayerRunner | None = None) -> jax.Array:
         """The final-norm hidden states [B, L, D] (what the head turns into logits)."""
-        x_BxLxD, _ = self._forward(tokens_BxL, positions_BxL, segment_ids_BxL, None, pipeline)
+        x_BxLxD, _ = self._forward(tokens_BxL, positions_BxL, segment_ids_BxL, None, runner)
         return x_BxLxD
 
     def head_matrix(self) -> jax.Array:
@@ -116,7 +127,7 @@ class Decoder(nnx.Module):
         zeros = jnp.zeros((layers, batch, max_len, kv_heads, dim), self.compute_dtype)
         return KVCache(zeros, zeros, jnp.zeros((layers,), jnp.int32))
 
-    def _forward(self, tokens_BxL, positions_BxL, segment_ids_BxL, cache, pipeline=None):
+    def _forward(self, tokens_BxL, positions_BxL, segment_ids_BxL, cache, runner=None):
         dt = self.compute_dtype
         # FSDP: gather the table's embed dim before the lookup (the batch uses that mesh axis)
         table_VxD = constrain(self.embed[...].astype(dt), ("vocab", None))
@@ -134,10 +145,9 @@ class Decoder(nnx.Module):
                 unroll = remat_unroll(unroll, jax.tree.leaves(state)[0].shape[0])
             return jax.lax.scan(layer, x, (state, layer_cache), unroll=unroll)
 
-        if pipeline is None or cache is not None:
+        if runner is None or cache is not None:
             x_BxLxD, cache = apply_layers(block_state, x_BxLxD, positions_BxL, segment_ids_BxL, cache)
         else:
             stage = lambda state, x, pos, seg: apply_layers(state, x, pos, seg, None)[0]
-            x_BxLxD = run_pipeline(stage, block_state, x_BxLxD, positions_BxL, segment_ids_BxL,
-                                   pipeline)
+            x_BxLxD = runner.run(stage, block_state, x_BxLxD, positions_BxL, segment_ids_BxL)
         return self.final_norm(x_BxLxD), cache

@@ -1,41 +1,38 @@
-"""Pipeline parallelism over the `stage` mesh axis: GPipe and circular schedules.
+"""Pipeline parallelism over the `stage` mesh axis: the GPipe, circular and 1F1B schedules.
 
-The decoder's blocks are stacked on a leading `layers` axis of size N. With S stages
-and R repeats (virtual stages per device), the stack is viewed as [R, S, K] with
-K = N / (R S): layer r*S*K + s*K + k runs on stage s in its r-th round. The batch is
-split into M microbatches (microbatch m is rows m, m+M, m+2M, ... so every microbatch
-keeps the batch's data/fsdp sharding). At iteration t, stage s works on microbatch
-(t - s) mod M in round (t - s) div M; all stages run at once as one `vmap` over the
-stage dimension, which the `layers -> stage` rule shards across devices, and the
-activations move one stage down per iteration (a collective permute under the SPMD
-partitioner). The last stage's outputs land in a buffer of M microbatches that
-feeds stage 0's next round (circular) and holds the final outputs.
+`Pipeline` is the layer-stack runner the decoder is handed: `pipeline.run(stage_fn,
+layer_params, x, positions, segment_ids)` applies the stacked layers through the schedule,
+and equals applying them in order. The schedules (S stages, M microbatches, R repeats):
 
-    GPipe (R = 1):     iterations M + S - 1, bubble (S - 1) / (M + S - 1)
-    circular (R > 1):  iterations R M + S - 1, bubble (S - 1) / (R M + S - 1); needs M >= S
+    gpipe     (R = 1):  forward and autodiff backward loops of M + S - 1 iterations each;
+                        bubble (S - 1) / (M + S - 1); keeps every microbatch's layer
+                        residuals until the backward pass (memory grows with M)
+    circular  (R > 1):  R M + S - 1 iterations, bubble (S - 1) / (R M + S - 1); needs M >= S
+    1f1b      (R = 1):  GPipe's forward loop; the backward pass is the 1F1B schedule
+                        (lm/parallel/one_f_one_b.py), GPipe's bubble, and keeps
+                        min(M, 2S - 1) stage inputs per stage, whatever M is
 
-Idle slots compute on stale data and their results are discarded (the bubble costs
-time, not correctness). Gradients flow through the schedule by autodiff, so
-activation memory is GPipe's: every microbatch's stage inputs live until the
-backward pass (less with `model.remat`). 1F1B is not implemented.
-
-Costs: with R > 1 the [N] layer stack, sharded in contiguous chunks, is re-laid out as
-[S, R, K] once per step (an all-to-all of the block parameters); the embedding, final
-norm, head and loss are not pipelined and run replicated across stages.
+Idle slots compute on stale data and their results are discarded (the bubble costs time,
+not correctness). Costs: with R > 1 the [N] layer stack, sharded in contiguous chunks, is
+re-laid out as [S, R, K] once per step (an all-to-all of the block parameters); the
+embedding, final norm, head and loss are not pipelined and run replicated across stages.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
-from lm.parallel.sharding import active_axes, constrain
+from lm.parallel.one_f_one_b import (backward_microbatch, forward_microbatch, phases, run_1f1b,
+                                     stash_slots)
+from lm.parallel.schedules import (ACTIVATION, StageFn, by_stage, forward_loop,
+                                   merge_microbatches, split_microbatches, stage_parallel)
+from lm.parallel.sharding import constrain
 
-StageFn = Callable[[Any, jax.Array, jax.Array, jax.Array], jax.Array]
+SCHEDULES = ("gpipe", "circular", "1f1b")
 
 
 class PipelineError(ValueError):
@@ -44,20 +41,39 @@ class PipelineError(ValueError):
 
 @dataclass(frozen=True)
 class Pipeline:
-    """A pipeline schedule: `stages` (mesh.stage), `microbatches` and `repeats`."""
+    """A pipeline schedule: `stages` (mesh.stage), `microbatches`, `repeats` and `schedule`
+    (one of SCHEDULES; "auto": circular when repeats > 1, else gpipe)."""
 
     stages: int
     microbatches: int
     repeats: int = 1
+    schedule: str = "auto"
+
+    def __post_init__(self) -> None:
+        if self.schedule == "auto":
+            object.__setattr__(self, "schedule", "circular" if self.repeats > 1 else "gpipe")
+        if self.schedule not in SCHEDULES:
+            raise PipelineError(f"pipeline.schedule={self.schedule!r} is not one of "
+                                f"auto, {', '.join(SCHEDULES)}")
+        if (self.schedule == "circular") != (self.repeats > 1):
+            raise PipelineError(f"pipeline.schedule={self.schedule!r} does not go with "
+                                f"pipeline.repeats={self.repeats}: circular needs repeats > 1, "
+                                "gpipe and 1f1b need repeats=1")
 
     @property
     def iterations(self) -> int:
+        """Iterations of the forward loop (and of GPipe's backward loop)."""
         return self.repeats * self.microbatches + self.stages - 1
 
     @property
     def bubble_fraction(self) -> float:
-        """Idle share of stage-iterations: (S - 1) / (R M + S - 1)."""
+        """Idle share of stage slots: (S - 1) / (R M + S - 1), for every schedule."""
         return (self.stages - 1) / self.iterations
+
+    @property
+    def stash(self) -> int:
+        """1F1B: microbatch stage inputs each stage keeps during the backward pass."""
+        return stash_slots(self.stages, self.microbatches)
 
     def check(self, num_layers: int, batch_rows: int, batch_ways: int = 1) -> None:
         """Raise PipelineError unless this schedule fits the model and the batch.
@@ -83,61 +99,52 @@ class Pipeline:
                 f"rows (the data x fsdp ways); change the batch size or the microbatches")
 
     def slots(self) -> np.ndarray:
-        """[iterations, stages] array: the microbatch each stage works on, -1 when idle."""
+        """[iterations, stages] array: the microbatch each stage works on in the forward
+        loop, -1 when idle."""
         t = np.arange(self.iterations)[:, None]
         u = t - np.arange(self.stages)[None, :]
         busy = (u >= 0) & (u < self.repeats * self.microbatches)
         return np.where(busy, u % self.microbatches, -1)
 
+    def backward_slots(self) -> tuple[np.ndarray, np.ndarray]:
+        """1F1B: two [M + 2S - 2, stages] arrays, the microbatch each stage runs in its
+        forward and in its backward slot at each iteration of the backward pass; -1 idle,
+        -2 where the phase runs no such slot (forward in cool-down, backward in warm-up)."""
+        s, m = self.stages, self.microbatches
+        stage, off = np.arange(s), np.full(s, -2)
+        busy = lambda mb: np.where((mb >= 0) & (mb < m), mb, -1)
+        forward, backward = [], []
+        for iterations, runs_forward, runs_backward in phases(s, m):
+            for t in iterations:
+                forward.append(busy(forward_microbatch(t, stage)) if runs_forward else off)
+                backward.append(busy(backward_microbatch(t, stage, s)) if runs_backward else off)
+        return np.array(forward).reshape(-1, s), np.array(backward).reshape(-1, s)
+
+    def run(self, stage_fn: StageFn, layer_params: Any, x_BxLxD: jax.Array,
+            positions_BxL: jax.Array, segment_ids_BxL: jax.Array) -> jax.Array:
+        """Apply the layer stack to `x` through this schedule; equals applying it in order.
+
+        `layer_params` is a pytree whose leaves have a leading `layers` axis of size N;
+        `stage_fn(params_K, x, positions, segment_ids)` applies K consecutive layers.
+        """
+        m = self.microbatches
+        x_MxbxLxD = constrain(split_microbatches(x_BxLxD, m), (None, *ACTIVATION))
+        pos_Mxbxl = split_microbatches(positions_BxL, m)
+        seg_Mxbxl = split_microbatches(segment_ids_BxL, m)
+        params_SxR = by_stage(layer_params, self.stages, self.repeats)
+        if self.schedule == "1f1b":
+            params_S = jax.tree.map(lambda a: a[:, 0], params_SxR)
+            out_MxbxLxD = run_1f1b(stage_fn, params_S, x_MxbxLxD, pos_Mxbxl, seg_Mxbxl)
+        else:
+            out_MxbxLxD = forward_loop(stage_parallel(stage_fn), params_SxR, x_MxbxLxD,
+                                       pos_Mxbxl, seg_Mxbxl)
+        return constrain(merge_microbatches(out_MxbxLxD), ACTIVATION)
+
 
 def measured_bubble_fraction(pipeline: Pipeline) -> float:
-    """Idle share of the stage-iterations in the schedule `run_pipeline` executes."""
-    return float(np.mean(pipeline.slots() < 0))
-
-
-def run_pipeline(stage_fn: StageFn, layer_params: Any, x_BxLxD: jax.Array,
-                 positions_BxL: jax.Array, segment_ids_BxL: jax.Array,
-                 pipeline: Pipeline) -> jax.Array:
-    """Apply the layer stack to `x` through the pipeline; equals applying it in order.
-
-    `layer_params` is a pytree whose leaves have a leading `layers` axis of size N;
-    `stage_fn(params_K, x, positions, segment_ids)` applies K consecutive layers.
-    """
-    s, m, r = pipeline.stages, pipeline.microbatches, pipeline.repeats
-    batch = x_BxLxD.shape[0]
-    rows = batch // m
-
-    def microbatches(a):  # [B, ...] -> [M, B/M, ...]; microbatch i holds rows i, i+M, ...
-        return jnp.swapaxes(a.reshape(rows, m, *a.shape[1:]), 0, 1)
-
-    x_MxbxLxD = constrain(microbatches(x_BxLxD), (None, "batch", "seq", "embed"))
-    pos_Mxbxl, seg_Mxbxl = microbatches(positions_BxL), microbatches(segment_ids_BxL)
-
-    def by_stage(a):  # [N, ...] -> [S, R, K, ...]
-        a = a.reshape(r, s, a.shape[0] // (r * s), *a.shape[1:])
-        return jnp.swapaxes(a, 0, 1)
-
-    params_SxR = jax.tree.map(by_stage, layer_params)
-    stage_axis = active_axes("layers")
-    run_stages = jax.vmap(stage_fn, spmd_axis_name=stage_axis)
-    stages = jnp.arange(s)
-
-    def iteration(carry, t):
-        prev_out, buffer = carry
-        first = jnp.where(t < m, x_MxbxLxD[t % m], buffer[t % m])
-        inputs = jnp.concatenate([first[None], prev_out[:-1]], axis=0)
-        inputs = constrain(inputs, ("layers", "batch", "seq", "embed"))
-        u = t - stages
-        mb, rnd = u % m, jnp.clip(u // m, 0, r - 1)
-        params = jax.tree.map(lambda a: jax.vmap(lambda p, i: p[i])(a, rnd), params_SxR)
-        out = run_stages(params, inputs, pos_Mxbxl[mb], seg_Mxbxl[mb])
-        out = constrain(out, ("layers", "batch", "seq", "embed"))
-        done = t - (s - 1)
-        slot = done % m
-        buffer = buffer.at[slot].set(jnp.where(done >= 0, out[-1], buffer[slot]))
-        return (out, buffer), None
-
-    init = (jnp.zeros((s, *x_MxbxLxD.shape[1:]), x_BxLxD.dtype), jnp.zeros_like(x_MxbxLxD))
-    (_, out_MxbxLxD), _ = jax.lax.scan(iteration, init, jnp.arange(pipeline.iterations))
-    out_BxLxD = jnp.swapaxes(out_MxbxLxD, 0, 1).reshape(batch, *x_BxLxD.shape[1:])
-    return constrain(out_BxLxD, ("batch", "seq", "embed"))
+    """Idle share of the stage slots the schedule runs: the forward loop's (which GPipe's
+    and circular's autodiff backward loops mirror), or for 1F1B its backward pass's."""
+    if pipeline.schedule != "1f1b":
+        return float(np.mean(pipeline.slots() < 0))
+    run = np.concatenate(pipeline.backward_slots())
+    return float(np.sum(run == -1) / np.sum(run >= -1))

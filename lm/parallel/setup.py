@@ -49,8 +49,9 @@ def parallelism_from_config(cfg: ml_collections.ConfigDict,
     if rules.get("layers") != "stage":
         raise ConfigError(f"config field 'mesh.rules.layers': a pipeline over mesh.stage={stages} "
                           f"needs layers -> ('stage',), got {rules.get('layers')!r}")
-    pipeline = Pipeline(stages, cfg.pipeline.microbatches or stages, cfg.pipeline.repeats)
     try:
+        pipeline = Pipeline(stages, cfg.pipeline.microbatches or stages, cfg.pipeline.repeats,
+                            cfg.pipeline.schedule)
         pipeline.check(cfg.model.num_layers, rows, batch_ways(mesh, rules))
     except PipelineError as err:
         raise ConfigError(f"config section 'pipeline': {err}") from err
