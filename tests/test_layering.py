@@ -111,6 +111,21 @@ def test_no_import_cycles():
     assert import_cycles(modules()) == []
 
 
+def private_imports(paths: list[Path]) -> list[str]:
+    """`from lm.x import _name`: a module reaching into another's private names."""
+    found = []
+    for path in paths:
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("lm"):
+                found += [f"{path.relative_to(LM.parent)}:{node.lineno}: {node.module}.{a.name}"
+                          for a in node.names if a.name.startswith("_") and not a.name.startswith("__")]
+    return found
+
+
+def test_no_module_imports_another_modules_private_names():
+    assert private_imports(modules()) == []
+
+
 def test_no_module_is_over_400_lines():
     long = {str(p.relative_to(LM.parent)): n for p in modules()
             if (n := len(p.read_text().splitlines())) > MAX_LINES}
@@ -138,3 +153,11 @@ def test_the_checker_finds_a_cycle_through_a_lazy_import(tmp_path, monkeypatch):
     monkeypatch.setattr(sys.modules[__name__], "LM", fake)
     paths = sorted(fake.rglob("*.py"))
     assert import_cycles(paths) == [["lm.scaling.a", "lm.scaling.b"]]
+
+
+def test_the_checker_finds_a_private_import(tmp_path, monkeypatch):
+    fake = tmp_path / "lm"
+    (fake / "data").mkdir(parents=True)
+    (fake / "data" / "mix.py").write_text("from lm.data.loader import PackedRows, _host_batches\n")
+    monkeypatch.setattr(sys.modules[__name__], "LM", fake)
+    assert private_imports([fake / "data" / "mix.py"]) == ["lm/data/mix.py:1: lm.data.loader._host_batches"]

@@ -153,7 +153,7 @@ def train_iterator(
     """Shuffled packed batches for this host, prefetched by threads; checkpoint with
     ``get_state()`` / ``set_state()``. Ends after the last full global batch of
     `num_epochs` epochs. Process index/count default to JAX's."""
-    process_index, process_count = _host_layout(global_batch_size, process_index, process_count)
+    process_index, process_count = host_layout(global_batch_size, process_index, process_count)
     rows = PackedRows(shards, seq_len=seq_len, bos_id=bos_id, eos_id=eos_id, seed=seed, num_epochs=num_epochs)
     num_batches = len(rows) // global_batch_size
     if num_batches == 0:
@@ -161,7 +161,7 @@ def train_iterator(
             f"{num_epochs} epochs of {rows.rows_per_epoch} rows do not fill one global batch of "
             f"{global_batch_size}; raise num_epochs or add data"
         )
-    batches = _host_batches(rows, global_batch_size, num_batches, process_index, process_count)
+    batches = host_batches(rows, global_batch_size, num_batches, process_index, process_count)
     return iter(batches.to_iter_dataset(READ_OPTIONS))
 
 
@@ -185,7 +185,7 @@ def eval_batches(
     the rows sample the whole held-out set (not its first documents) and every run of
     the same data evaluates the same tokens. Raises DataError if the held-out shards have
     fewer rows than ``num_batches * batch_size``."""
-    process_index, process_count = _host_layout(batch_size, process_index, process_count)
+    process_index, process_count = host_layout(batch_size, process_index, process_count)
     rows = PackedRows(shards, seq_len=seq_len, bos_id=bos_id, eos_id=eos_id, seed=EVAL_SEED,
                       num_epochs=1)
     needed = num_batches * batch_size
@@ -196,11 +196,11 @@ def eval_batches(
             f"held-out set has {len(rows)} rows of seq_len {seq_len}, but {num_batches} batches of "
             f"{batch_size} need {needed}; use num_batches <= {len(rows) // batch_size} or more held-out data"
         )
-    batches = _host_batches(rows, batch_size, num_batches, process_index, process_count)
+    batches = host_batches(rows, batch_size, num_batches, process_index, process_count)
     return [batches[b] for b in range(len(batches))]
 
 
-def _host_layout(global_batch_size: int, process_index: int | None, process_count: int | None) -> tuple[int, int]:
+def host_layout(global_batch_size: int, process_index: int | None, process_count: int | None) -> tuple[int, int]:
     """(process_index, process_count), defaulting to JAX's, checked against the batch size."""
     process_index = jax.process_index() if process_index is None else process_index
     process_count = jax.process_count() if process_count is None else process_count
@@ -213,7 +213,7 @@ def _host_layout(global_batch_size: int, process_index: int | None, process_coun
     return process_index, process_count
 
 
-def _host_batches(
+def host_batches(
     rows: PackedRows, global_batch_size: int, num_batches: int, process_index: int, process_count: int
 ) -> grain.MapDataset:
     """This host's share of the first `num_batches` global batches of `rows`."""

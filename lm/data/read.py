@@ -146,7 +146,7 @@ def _iter_text_file(path: Path) -> Iterator[Document]:
         yield Document(id=str(path), text=text)
 
 
-def _jsonl_lines(path: Path) -> Iterator[tuple[int, bytes]]:
+def jsonl_lines(path: Path) -> Iterator[tuple[int, bytes]]:
     """(line number, line) of a JSON-lines file, decompressed by suffix (any case).
     UnreadableFile names the first line that could not be read."""
     lineno = 0
@@ -197,7 +197,7 @@ def _split_lines(chunks: Iterable[bytes]) -> Iterator[bytes]:
 
 
 def _iter_jsonl(path: Path, text_field: str) -> Iterator[Document]:
-    for lineno, raw in _jsonl_lines(path):
+    for lineno, raw in jsonl_lines(path):
         yield from _jsonl_record(path, lineno, raw, text_field)
 
 

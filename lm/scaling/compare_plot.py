@@ -12,7 +12,7 @@ from matplotlib.figure import Figure
 from lm.scaling.backtest import actual_loss, backtest_budgets
 from lm.scaling.chinchilla import isoflop_profiles
 from lm.scaling.design import DEFAULT_RTOL
-from lm.scaling.plots import C_LABEL, _figure, _finish
+from lm.scaling.plots import C_LABEL, new_figure, finish_figure
 from lm.scaling.prediction import FlopsRatio, Frontier, approach3_loss_opt
 from lm.scaling.table import Points
 
@@ -36,7 +36,7 @@ def comparison(points: Points, methods: Mapping[str, Mapping], *, rtol: float = 
                c_convention: str = "6ND", path: str | Path | None = None) -> Figure:
     """Per budget the runs' compute-optimal loss (parabola minimum or best run; held-out
     budgets ringed), each method's frontier, and its backtest predictions."""
-    fig, (ax,) = _figure()
+    fig, (ax,) = new_figure()
     budgets = backtest_budgets(points.budget, points.C)
     budgeted = np.isfinite(budgets)
     held = {row["budget"] for body in methods.values()
@@ -68,4 +68,4 @@ def comparison(points: Points, methods: Mapping[str, Mapping], *, rtol: float = 
     ax.set_ylabel("loss (nats/token)")
     ax.set_title("compute-optimal loss: runs and predictions")
     ax.legend(fontsize=7)
-    return _finish(fig, path)
+    return finish_figure(fig, path)

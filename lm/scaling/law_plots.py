@@ -11,7 +11,7 @@ from matplotlib.figure import Figure
 
 from lm.scaling.data_constrained import PAPER, DataConstrainedFit
 from lm.scaling.hparams import DEEPSEEK, HparamBootstrap, HparamFit
-from lm.scaling.plots import C_LABEL, N_LABEL, _CMAP, _figure, _finish, _log_norm
+from lm.scaling.plots import C_LABEL, N_LABEL, CMAP, new_figure, finish_figure, log_norm
 
 
 def hparam_laws(fit: HparamFit, lr: np.ndarray, batch: np.ndarray,
@@ -19,7 +19,7 @@ def hparam_laws(fit: HparamFit, lr: np.ndarray, batch: np.ndarray,
     """eta_opt(C) and B_opt(C): every run (grey), the near-optimal regions (blue circles, as
     DeepSeek drew them), each budget's centre (red), the fitted law (with its bootstrap band)
     and DeepSeek's exponent drawn through the middle of the fit."""
-    fig, axes = _figure(2)
+    fig, axes = new_figure(2)
     flops = np.geomspace(fit.budgets.min() / 1.5, fit.budgets.max() * 1.5, 100)
     lines = fit.predict(flops)
     bands = None
@@ -52,21 +52,21 @@ def hparam_laws(fit: HparamFit, lr: np.ndarray, batch: np.ndarray,
         ax.legend(fontsize=7)
     axes[0].set_title("optimal learning rate")
     axes[1].set_title("optimal batch size")
-    return _finish(fig, path)
+    return finish_figure(fig, path)
 
 
 def hparam_landscape(fit: HparamFit, lr: np.ndarray, batch: np.ndarray, loss: np.ndarray, *,
                      path: str | Path | None = None) -> Figure:
     """Per budget, loss against learning rate with a line per batch size; near-optimal runs
     circled (DeepSeek's Figure 3 in one row)."""
-    fig, axes = _figure(fit.budgets.size)
-    norm = _log_norm(batch)
+    fig, axes = new_figure(fit.budgets.size)
+    norm = log_norm(batch)
     for ax, c in zip(axes, fit.budgets):
         at = np.flatnonzero(fit.point_budget == c)
         for b in np.unique(batch[at]):
             run = at[batch[at] == b]
             run = run[np.argsort(lr[run])]
-            ax.plot(lr[run], loss[run], "o-", color=_CMAP(norm(b)), markersize=3,
+            ax.plot(lr[run], loss[run], "o-", color=CMAP(norm(b)), markersize=3,
                     label=f"batch {b:,.0f}")
         near = at[fit.near[at]]
         ax.plot(lr[near], loss[near], "o", mfc="none", color="crimson", markersize=9)
@@ -75,7 +75,7 @@ def hparam_landscape(fit: HparamFit, lr: np.ndarray, batch: np.ndarray, loss: np
         ax.set_ylabel("loss (nats/token)")
         ax.set_title(f"C = {c:.3g}", fontsize=9)
         ax.legend(fontsize=6)
-    return _finish(fig, path)
+    return finish_figure(fig, path)
 
 
 def data_constrained(fit: DataConstrainedFit, N: np.ndarray, D: np.ndarray, U: np.ndarray,
@@ -83,11 +83,11 @@ def data_constrained(fit: DataConstrainedFit, N: np.ndarray, D: np.ndarray, U: n
     """Left: loss against tokens per model size, repeated runs (filled, the fitted law solid
     for each U) and runs on fresh data (hollow; the law at U = D dashed). Right: effective
     data D' / U_D against epochs, the fitted decay and the paper's R*_D = 15.4."""
-    fig, (ax, ax_r) = _figure(2)
-    norm = _log_norm(N)
+    fig, (ax, ax_r) = new_figure(2)
+    norm = log_norm(N)
     once = D <= U * (1 + 1e-9)
     for n in np.unique(N):
-        color = _CMAP(norm(n))
+        color = CMAP(norm(n))
         at = N == n
         ax.plot(D[at & once], loss[at & once], "o", mfc="none", color=color)
         ax.plot(D[at & ~once], loss[at & ~once], "o", color=color, label=f"N = {n:.3g}")
@@ -116,4 +116,4 @@ def data_constrained(fit: DataConstrainedFit, N: np.ndarray, D: np.ndarray, U: n
     ax_r.set_ylabel("effective data D' / U_D")
     ax_r.set_title("what repeated tokens are worth")
     ax_r.legend(fontsize=7)
-    return _finish(fig, path)
+    return finish_figure(fig, path)

@@ -33,7 +33,7 @@ CHINCHILLA_A = 0.50  # Hoffmann et al. (2022): 0.50, 0.49 and 0.46 from approach
 N_LABEL = {"total": "N (total parameters)", "non_embedding": "N (non-embedding parameters)"}
 C_LABEL = {"6ND": "C = 6ND (FLOPs)", "exact": "C (exact FLOPs)"}
 _KM_LAWS = {"km_n": ("N", km_loss_n), "km_d": ("D", km_loss_d), "km_c": ("C", km_loss_c)}
-_CMAP = matplotlib.colormaps["viridis"]
+CMAP = matplotlib.colormaps["viridis"]
 
 
 def save_png(fig: Figure, path: str | Path) -> Path:
@@ -51,7 +51,7 @@ def save_png(fig: Figure, path: str | Path) -> Path:
     return path
 
 
-def _figure(ncols: int = 1) -> tuple[Figure, list]:
+def new_figure(ncols: int = 1) -> tuple[Figure, list]:
     fig = Figure(figsize=(6.4 * ncols, 4.8), dpi=100)
     FigureCanvasAgg(fig)
     axes = [fig.add_subplot(1, ncols, i + 1) for i in range(ncols)]
@@ -60,14 +60,14 @@ def _figure(ncols: int = 1) -> tuple[Figure, list]:
     return fig, axes
 
 
-def _finish(fig: Figure, path: str | Path | None) -> Figure:
+def finish_figure(fig: Figure, path: str | Path | None) -> Figure:
     fig.tight_layout()
     if path is not None:
         save_png(fig, path)
     return fig
 
 
-def _log_norm(values: np.ndarray) -> LogNorm:
+def log_norm(values: np.ndarray) -> LogNorm:
     lo, hi = float(np.min(values)), float(np.max(values))
     return LogNorm(lo, hi if hi > lo else lo * 10)
 
@@ -82,26 +82,26 @@ def isoflop_profiles(N: ArrayLike, loss: ArrayLike, budget: ArrayLike, fit: Appr
     minimum, or one the sampled sizes do not bracket) are drawn hollow, without a curve.
     """
     N, loss, budget = (np.asarray(v, dtype=float) for v in (N, loss, budget))
-    fig, (ax,) = _figure()
-    norm = _log_norm(np.concatenate([fit.budgets, fit.excluded_budgets]))
+    fig, (ax,) = new_figure()
+    norm = log_norm(np.concatenate([fit.budgets, fit.excluded_budgets]))
     for c, at in profiles_of(budget, rtol):
         if c in fit.excluded_budgets:
-            ax.plot(N[at], loss[at], "o", mfc="none", color=_CMAP(norm(c)),
+            ax.plot(N[at], loss[at], "o", mfc="none", color=CMAP(norm(c)),
                     label=f"{c:.3g} (left out)")
             continue
         log_n = np.log(N[at])
         center = log_n.mean()
         parabola = np.poly1d(np.polyfit(log_n - center, loss[at], 2))
         grid = np.linspace(log_n.min() - 0.2, log_n.max() + 0.2, 100)
-        ax.plot(N[at], loss[at], "o", color=_CMAP(norm(c)), markersize=4, label=f"{c:.3g}")
-        ax.plot(np.exp(grid), parabola(grid - center), "-", color=_CMAP(norm(c)), linewidth=1)
+        ax.plot(N[at], loss[at], "o", color=CMAP(norm(c)), markersize=4, label=f"{c:.3g}")
+        ax.plot(np.exp(grid), parabola(grid - center), "-", color=CMAP(norm(c)), linewidth=1)
     ax.plot(fit.n_opt, fit.loss_opt, "*", color="crimson", markersize=11, label="minima")
     ax.set_xscale("log")
     ax.set_xlabel(N_LABEL[fit.n_convention])
     ax.set_ylabel("loss (nats/token)")
     ax.set_title(f"IsoFLOP profiles, budgets in {C_LABEL[fit.c_convention]}")
     ax.legend(fontsize=7, ncols=2)
-    return _finish(fig, path)
+    return finish_figure(fig, path)
 
 
 # ---------------------------------------------------------------- approach 1
@@ -119,21 +119,21 @@ def loss_vs_compute(runs: Sequence[TrainingRun], fit: Approach1Fit | None = None
     (the lowest loss at each FLOP value) when `fit` is given."""
     if not runs:
         raise ValueError("runs is empty; pass at least one TrainingRun")
-    fig, (ax,) = _figure()
-    norm = _log_norm(np.array([run.N for run in runs]))
+    fig, (ax,) = new_figure()
+    norm = log_norm(np.array([run.N for run in runs]))
     for run in runs:
-        ax.plot(run_flops(run), run.loss, "-", color=_CMAP(norm(run.N)), linewidth=0.8)
+        ax.plot(run_flops(run), run.loss, "-", color=CMAP(norm(run.N)), linewidth=0.8)
     if fit is not None:
         ax.plot(fit.flops, fit.loss_opt, "-", color="crimson", linewidth=2,
                 label=f"frontier: N_opt ~ C^{fit.a:.3f}")
         ax.legend()
-    fig.colorbar(matplotlib.cm.ScalarMappable(norm, _CMAP), ax=ax, label="N")
+    fig.colorbar(matplotlib.cm.ScalarMappable(norm, CMAP), ax=ax, label="N")
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel(C_LABEL[fit.c_convention] if fit else "C (FLOPs)")
     ax.set_ylabel("loss (nats/token)")
     ax.set_title(f"loss against compute, {len(runs)} runs")
-    return _finish(fig, path)
+    return finish_figure(fig, path)
 
 
 # ---------------------------------------------------------------- allocation
@@ -161,7 +161,7 @@ def allocation(results: Mapping[str, Approach1Fit | Approach2Fit | Approach3Fit
     if not results:
         raise ValueError("results is empty; pass {label: fit or bootstrap result}")
     flops = np.sort(positive_array("flops", np.atleast_1d(flops)))
-    fig, (ax_n, ax_d) = _figure(2)
+    fig, (ax_n, ax_d) = new_figure(2)
     for i, (label, result) in enumerate(results.items()):
         fit = result.fit if isinstance(result, BootstrapResult) else result
         color = f"C{i}"
@@ -203,7 +203,7 @@ def allocation(results: Mapping[str, Approach1Fit | Approach2Fit | Approach3Fit
     ax_d.set_ylabel("D_opt (tokens)")
     ax_n.set_title("compute-optimal model size")
     ax_d.set_title("compute-optimal training tokens")
-    return _finish(fig, path)
+    return finish_figure(fig, path)
 
 
 # ---------------------------------------------------------------- approach 3
@@ -213,15 +213,15 @@ def approach3_contours(fit: Approach3Fit, N: ArrayLike, D: ArrayLike, loss: Arra
     """Contours of the fitted L(N, D) with the runs on them coloured by their observed loss on
     the same scale, dotted IsoFLOP lines C = 6ND and the compute-optimal line."""
     N, D, loss = positive_array("N", N), positive_array("D", D), positive_array("loss", loss)
-    fig, (ax,) = _figure()
+    fig, (ax,) = new_figure()
     pad = 0.3
     log_n = np.linspace(np.log10(N.min()) - pad, np.log10(N.max()) + pad, 120)
     log_d = np.linspace(np.log10(D.min()) - pad, np.log10(D.max()) + pad, 120)
     grid_n, grid_d = np.meshgrid(10 ** log_n, 10 ** log_d)
     surface = predict(fit, grid_n, grid_d)
-    filled = ax.contourf(grid_n, grid_d, surface, levels=16, cmap=_CMAP)
+    filled = ax.contourf(grid_n, grid_d, surface, levels=16, cmap=CMAP)
     fig.colorbar(filled, ax=ax, label="loss (nats/token)")
-    ax.scatter(N, D, c=loss, cmap=_CMAP, norm=filled.norm, s=18, edgecolors="black",
+    ax.scatter(N, D, c=loss, cmap=CMAP, norm=filled.norm, s=18, edgecolors="black",
                linewidths=0.6, label="runs (observed loss)")
     corner = 6 * grid_n * grid_d
     for c in 10.0 ** np.arange(np.ceil(np.log10(corner.min())), np.log10(corner.max()) + 1):
@@ -241,7 +241,7 @@ def approach3_contours(fit: Approach3Fit, N: ArrayLike, D: ArrayLike, loss: Arra
     ax.set_ylabel("D (tokens)")
     ax.set_title(f"E + A/N^{fit.alpha:.3f} + B/D^{fit.beta:.3f}, E = {fit.E:.3g}")
     ax.legend(fontsize=8, loc="upper right")
-    return _finish(fig, path)
+    return finish_figure(fig, path)
 
 
 # ---------------------------------------------------------------- any fit
@@ -258,14 +258,14 @@ def residuals(x: ArrayLike, observed: ArrayLike, fitted: ArrayLike, *, x_label: 
     if not x.shape == residual.shape:
         raise ValueError(f"x, observed and fitted must share a shape; got {x.shape} and "
                          f"{residual.shape}")
-    fig, (ax,) = _figure()
+    fig, (ax,) = new_figure()
     ax.axhline(0.0, color="black", linewidth=0.8)
     ax.plot(x, residual, "o", markersize=3, alpha=0.7)
     ax.set_xscale("log")
     ax.set_xlabel(x_label)
     ax.set_ylabel("log observed - log fitted")
     ax.set_title(f"{title}: RMS {np.sqrt(np.mean(residual ** 2)):.3g} over {x.size} points")
-    return _finish(fig, path)
+    return finish_figure(fig, path)
 
 
 def power_law(fit: KMFit, x: ArrayLike, loss: ArrayLike, *,
@@ -276,7 +276,7 @@ def power_law(fit: KMFit, x: ArrayLike, loss: ArrayLike, *,
                          "its residuals instead)")
     name, law = _KM_LAWS[fit.method]
     x, loss = positive_array(name, x), positive_array("loss", loss)
-    fig, (ax,) = _figure()
+    fig, (ax,) = new_figure()
     line = np.geomspace(x.min(), x.max(), 100)
     ax.plot(x, loss, "o", markersize=4, label=f"{x.size} points")
     scale, exponent = fit.params[f"{name}c"], fit.params[f"alpha_{name}"]
@@ -289,4 +289,4 @@ def power_law(fit: KMFit, x: ArrayLike, loss: ArrayLike, *,
     ax.set_ylabel("loss (nats/token)")
     ax.set_title(f"Kaplan L({name})")
     ax.legend()
-    return _finish(fig, path)
+    return finish_figure(fig, path)

@@ -35,7 +35,7 @@ from pathlib import Path
 import grain
 import numpy as np
 
-from lm.data.loader import READ_OPTIONS, PackedRows, _host_batches, _host_layout
+from lm.data.loader import READ_OPTIONS, PackedRows, host_batches, host_layout
 from lm.data.shards import TokenShards
 from lm.data.tokenizer import Tokenizer
 
@@ -220,11 +220,11 @@ def mixture_iterator(token_dirs: Mapping[str, Path], spec: MixtureSpec, *, seq_l
                      process_count: int | None = None) -> grain.DatasetIterator:
     """`num_steps` global batches of mixed packed rows, this host's share, prefetched; checkpoint
     with ``get_state()`` / ``set_state()`` as `lm.data.loader.train_iterator`."""
-    process_index, process_count = _host_layout(global_batch_size, process_index, process_count)
+    process_index, process_count = host_layout(global_batch_size, process_index, process_count)
     sources = {g: TokenShards(Path(d)) for g, d in sorted(token_dirs.items())}
     rows = MixtureRows(sources, spec, seq_len=seq_len, bos_id=bos_id, eos_id=eos_id, seed=seed,
                        total_rows=num_steps * global_batch_size, rows_per_step=global_batch_size, num_steps=num_steps)
-    batches = _host_batches(rows, global_batch_size, num_steps, process_index, process_count)
+    batches = host_batches(rows, global_batch_size, num_steps, process_index, process_count)
     return iter(batches.to_iter_dataset(READ_OPTIONS))
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import zstandard
 
 from lm.data.prepare.record import Record
-from lm.data.read import DataError, _jsonl_lines
+from lm.data.read import DataError, jsonl_lines
 from lm.files import atomic_write, write_json_atomic
 
 MANIFEST = "manifest.json"
@@ -37,7 +37,7 @@ def write_jsonl_zst(path: Path, objects: Iterable[dict]) -> int:
 
 def read_jsonl_zst(path: Path) -> Iterator[dict]:
     """The objects of a file written by `write_jsonl_zst`."""
-    for _, line in _jsonl_lines(Path(path)):
+    for _, line in jsonl_lines(Path(path)):
         yield json.loads(line)
 
 

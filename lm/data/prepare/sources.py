@@ -25,7 +25,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from lm.data.find import is_compressed
-from lm.data.read import DataError, UnreadableFile, _jsonl_lines, read_file_bytes
+from lm.data.read import DataError, UnreadableFile, jsonl_lines, read_file_bytes
 from lm.data.prepare.quarantine import QuarantineEntry, excerpt_of
 from lm.data.prepare.record import Record
 
@@ -39,7 +39,7 @@ def count_records(path: Path, fmt: str) -> int:
     lines = 0
     try:
         if fmt == "jsonl":
-            for lines, _ in _jsonl_lines(path):
+            for lines, _ in jsonl_lines(path):
                 pass
             return lines
         if fmt == "parquet":
@@ -106,7 +106,7 @@ def _read_text(path: Path, rel: str, source: str, max_bytes: int | None, separat
 
 
 def _read_jsonl(path, rel, source, field, start, stop):
-    for lineno, raw in itertools.islice(_jsonl_lines(path), start, stop):
+    for lineno, raw in itertools.islice(jsonl_lines(path), start, stop):
         yield _jsonl_item(raw, source, rel, lineno, field)
 
 
