@@ -2,6 +2,7 @@
 
     lm train --config experiments/configs/tiny.py --config.train.steps=200 --workdir runs/x
     lm train --config experiments/configs/llama_7b.py --compile-only --devices 256 --config.mesh.fsdp=-1
+    lm train --config experiments/configs/llama_7b.py --compile-only --topology v5p:4x4x4
     lm sample --workdir runs/x --prompt "def " --max-new-tokens 64
     lm quickstart [--workdir runs/quickstart] [--config.train.steps=...]
     lm fit --csv FILE --n-col COL --c-col COL --loss-col COL --method approach3
@@ -34,6 +35,20 @@ def _train(args: argparse.Namespace, overrides: list[str]) -> None:
         cfg = validate(apply_overrides(from_json_dict(json.loads(saved.read_text())), overrides))
     else:
         cfg = load_config(args.config, overrides)
+    topology = getattr(args, "topology", None)
+    if topology:
+        if getattr(args, "devices", None):
+            raise ConfigError("--topology and --devices exclude each other: --topology compiles "
+                              "for a TPU slice's chips, --devices for simulated CPU devices")
+        if not getattr(args, "compile_only", False):
+            raise ConfigError("--topology compiles for a TPU slice without running; it needs "
+                              "--compile-only")
+        from lm.train.tpu_compile import compile_for_topology, prepare_environment
+        prepare_environment()  # before jax starts
+        report = compile_for_topology(cfg, topology)
+        print(report.table())
+        print(json.dumps(report.as_dict()))
+        return
     if getattr(args, "devices", None):
         simulate_cpu_devices(args.devices)  # before jax starts
     if getattr(args, "compile_only", False):
@@ -116,6 +131,10 @@ def build_parser() -> argparse.ArgumentParser:
                             "allocates nothing, needs no data")
     train.add_argument("--devices", type=int,
                        help="simulate this many CPU devices (with --compile-only: size a pod)")
+    train.add_argument("--topology",
+                       help="with --compile-only: compile with the TPU compiler for this TPU "
+                            "slice (v5p:4x4x4, v5e:16x16, ...) and print per-chip HBM, "
+                            "collectives and FLOPs; needs pip install -e '.[tpu]'")
     train.add_argument("--coordinator", help="multi-process: host:port of process 0")
     train.add_argument("--num-processes", type=int, help="multi-process: number of processes")
     train.add_argument("--process-id", type=int, help="multi-process: this process's index")
