@@ -14,7 +14,7 @@ import jax
 import ml_collections
 from jax.sharding import Mesh
 
-from lm.config import ConfigError
+from lm.config import MESH_AXES, ConfigError
 from lm.parallel.sharding import Rules
 from lm.parallel.mesh import make_mesh
 from lm.parallel.pipeline import Pipeline, PipelineError
@@ -31,7 +31,7 @@ class Parallelism:
 def parallelism_from_config(cfg: ml_collections.ConfigDict,
                             devices: Sequence[jax.Device] | None = None) -> Parallelism:
     """The mesh over `devices` (default: all), rules and pipeline of `cfg`, checked."""
-    sizes = {axis: cfg.mesh[axis] for axis in ("data", "fsdp", "tensor", "stage")}
+    sizes = {axis: cfg.mesh[axis] for axis in MESH_AXES}
     try:
         mesh = make_mesh(sizes, devices, dcn_sizes=dict(cfg.mesh.dcn))
     except ValueError as err:
