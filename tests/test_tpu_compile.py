@@ -257,3 +257,18 @@ def test_a_step_too_big_for_the_chip_is_reported_with_the_compilers_words(libtpu
     assert report.memory.param_bytes == params * 4
     assert report.memory.temp_bytes > tpu_compile.HBM_GIB["TPU v5e"] * tpu_compile.GIB
     assert report.memory.peak_bytes > report.memory.temp_bytes
+
+
+@pytest.mark.parametrize("overrides, expected", [
+    ([], "Shard more (mesh.fsdp=-1 mesh.data=1, or mesh.tensor), split the batch "
+         "(train.grad_accum=2), or take a bigger slice"),
+    (["--config.mesh.data=1", "--config.mesh.fsdp=-1", "--config.train.grad_accum=2"],
+     "Split the batch (train.grad_accum=4), or take a bigger slice"),
+    (["--config.model.remat=dots", "--config.train.batch_size=3"],
+     "Shard more (mesh.fsdp=-1 mesh.data=1, or mesh.tensor), recompute more (model.remat=full), "
+     "or take a bigger slice"),
+])
+def test_the_advice_leaves_out_what_the_config_already_does(overrides, expected):
+    """llama_7b already recomputes everything (model.remat=full): no advice to do so."""
+    cfg = load_config("experiments/configs/llama_7b.py", overrides)
+    assert tpu_compile.advice(cfg) == expected

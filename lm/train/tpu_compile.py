@@ -52,6 +52,21 @@ ADVICE = ("Shard more (mesh.fsdp=-1 mesh.data=1, mesh.tensor), recompute more "
           "(model.remat=full), split the batch (train.grad_accum), or take a bigger slice")
 
 
+def advice(cfg: ml_collections.ConfigDict) -> str:
+    """What to try when the step does not fit, leaving out what `cfg` already does."""
+    m, t = cfg.mesh, cfg.train
+    tries = []
+    if not (m.fsdp == -1 and m.data == 1):
+        tries.append("shard more (mesh.fsdp=-1 mesh.data=1, or mesh.tensor)")
+    if cfg.model.remat != "full":
+        tries.append("recompute more (model.remat=full)")
+    if t.batch_size % (2 * t.grad_accum) == 0:
+        tries.append(f"split the batch (train.grad_accum={2 * t.grad_accum})")
+    tries.append("take a bigger slice")
+    text = ", ".join(tries[:-1]) + (", or " if len(tries) > 1 else "") + tries[-1]
+    return text[0].upper() + text[1:]
+
+
 def tpu_compiler_available() -> bool:
     return importlib.util.find_spec("libtpu") is not None
 
@@ -117,6 +132,7 @@ class TpuReport:
     model_flops: float  # lm.scaling.counts.mfu_flops_per_token x tokens / chips
     six_n_flops: float  # 6 x parameters x tokens / chips
     compiler_error: str | None = None  # the TPU compiler's out-of-HBM message, when it gave one
+    advice: str = ADVICE  # what to try when it does not fit (`advice(cfg)`)
 
     @property
     def fits(self) -> bool | None:
@@ -135,14 +151,14 @@ class TpuReport:
         peak = self.memory.peak_bytes
         if self.compiler_error:
             return (f"WARNING: does not fit: the TPU compiler ran out of HBM on a {self.chip}: "
-                    f"{self.compiler_error}. {ADVICE}")
+                    f"{self.compiler_error}. {self.advice}")
         if self.hbm_bytes is None:
             return f"HBM: no figure for {self.chip} in lm.train.tpu_compile.HBM_GIB; not checked"
         share = peak / self.hbm_bytes
         if share > 1:
             return (f"WARNING: does not fit: peak {peak / GIB:,.1f} GiB per chip > "
                     f"{self.hbm_bytes / GIB:,.0f} GiB HBM of a {self.chip} ({share:.0%}). "
-                    f"{ADVICE}")
+                    f"{self.advice}")
         note = "; tight: the runtime keeps some HBM too" if share > TIGHT else ""
         return (f"fits: peak {peak / GIB:,.1f} of {self.hbm_bytes / GIB:,.0f} GiB HBM per chip "
                 f"({share:.0%}){note}")
@@ -247,4 +263,4 @@ def compile_for_topology(cfg: ml_collections.ConfigDict, topology: str) -> TpuRe
         matmul_flops=matmul_flops(step.lowered.as_text(dialect="hlo")) / chips,
         model_flops=mfu_flops_per_token(cfg.model, cfg.data.seq_len) * tokens / chips,
         six_n_flops=six_n_flops_per_token(cfg.model, non_embedding=False) * tokens / chips,
-        compiler_error=error)
+        compiler_error=error, advice=advice(cfg))
