@@ -177,7 +177,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("lm sample: --config.* overrides are not accepted; the run's config is used",
               file=sys.stderr)
         return 2
-    from lm.train.preemption import PREEMPTED_EXIT, Preempted
+    from lm.errors import PREEMPTED_EXIT
+    from lm.train.preemption import Preempted
     try:
         args.run(args, overrides)
     except Preempted as err:  # SIGTERM / SIGINT: a checkpoint was saved; rerunning resumes

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
@@ -88,3 +89,20 @@ def assert_batches_equal(a: list[dict], b: list[dict]) -> None:
         assert x.keys() == y.keys()
         for name in x:
             np.testing.assert_array_equal(x[name], y[name])
+
+
+def write_csv(path: Path, columns: dict) -> Path:
+    """A CSV of `columns` (name -> values), header first."""
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(columns)
+        writer.writerows(zip(*columns.values()))
+    return path
+
+
+def run_fit(capsys, *argv) -> tuple[dict, str]:
+    """The JSON report `lm fit argv` printed, and its stderr."""
+    from lm.cli import main
+    main(["fit", *map(str, argv)])
+    captured = capsys.readouterr()
+    return json.loads(captured.out), captured.err

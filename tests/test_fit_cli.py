@@ -16,6 +16,7 @@ from lm.scaling.km_report import km_allocation
 from lm.scaling.laws import allocation_exponents, chinchilla_loss, km_loss_nd
 from lm.scaling.table import (CURVES_COLUMNS, RESULTS_COLUMNS, Points, TableError,
                               drop_highest_loss, frontier, lowest_loss_per, sweep_runs)
+from tests.helpers import write_csv
 
 EPOCH_CSV = (Path(__file__).parents[1] / ".." / "shared" / "data" / "scaling"
              / "chinchilla_fig4_epoch_extraction.csv")
@@ -108,14 +109,6 @@ def fails(capsys, *argv) -> str:
     assert len(lines) == 1, captured.err
     assert lines[0].startswith("lm fit: error: ")
     return lines[0]
-
-
-def write_csv(path: Path, columns: dict) -> Path:
-    with open(path, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(columns)
-        writer.writerows(zip(*columns.values()))
-    return path
 
 
 # ---------------------------------------------------------------- the parser

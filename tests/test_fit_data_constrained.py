@@ -17,6 +17,7 @@ from lm.scaling.data_constrained import (bootstrap_data_constrained, data_constr
 from lm.scaling.design import IdentifiabilityWarning
 from lm.scaling.laws import compute_optimal
 from lm.sweep.results import RESULT_COLUMNS
+from tests.helpers import write_csv, run_fit
 
 # The authors' C4 fit (huggingface/datablations README) as the synthetic truth.
 CONSTANTS = dict(E=np.exp(0.6254804), A=np.exp(6.255414), B=np.exp(7.3049974), alpha=0.3526596,
@@ -97,20 +98,6 @@ def test_runs_that_never_repeat_data_are_refused():
     N, D, U = design(uniques=(1e12,), epochs=(1,))
     with pytest.raises(ValueError, match="no run trains on more tokens than it has unique ones"):
         fit_data_constrained(N, D, U, draw(N, D, U), n_convention="total")
-
-
-def write_csv(path: Path, columns: dict) -> Path:
-    with open(path, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(columns)
-        writer.writerows(zip(*columns.values()))
-    return path
-
-
-def run_fit(capsys, *argv) -> tuple[dict, str]:
-    main(["fit", *map(str, argv)])
-    captured = capsys.readouterr()
-    return json.loads(captured.out), captured.err
 
 
 @pytest.fixture

@@ -15,6 +15,7 @@ from lm.scaling.design import IdentifiabilityWarning
 from lm.scaling.hparams import bootstrap_hparams, fit_hparams, near_optimal
 from lm.sweep.grid import expand, load_sweep
 from lm.sweep.results import RESULT_COLUMNS
+from tests.helpers import write_csv, run_fit
 
 SWEEPS = Path(__file__).resolve().parents[1] / "experiments" / "sweeps"
 # DeepSeek LLM (2024): eta_opt = 0.3118 C^-0.125, B_opt = 0.2920 C^0.3271, as the synthetic truth.
@@ -93,21 +94,6 @@ def test_a_region_at_the_edge_of_the_grid_is_named():
     assert len(edges) == 5 and edges[0].startswith("budget 1e+16: the near-optimal region")
     with pytest.raises(ValueError, match="all 45 runs share one compute budget"):
         fit_hparams(C[:45], lr[:45], batch[:45], loss[:45], c_convention="6ND")
-
-
-def write_csv(path: Path, columns: dict[str, np.ndarray]) -> Path:
-    with open(path, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(columns)
-        writer.writerows(zip(*columns.values()))
-    return path
-
-
-def run_fit(capsys, *argv) -> tuple[dict, str]:
-    """The JSON report `lm fit argv` printed, and its stderr."""
-    main(["fit", *map(str, argv)])
-    captured = capsys.readouterr()
-    return json.loads(captured.out), captured.err
 
 
 def test_lm_fit_on_a_csv(tmp_path, capsys):

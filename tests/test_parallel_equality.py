@@ -36,7 +36,7 @@ from lm.parallel.sharding import use_mesh_rules
 from lm.model.sharded_init import shard_params_init
 from lm.parallel.rules import batch_sharding, train_state_shardings
 from lm.parallel.setup import parallelism_from_config
-from lm.train.loop import build_model
+from lm.train.state import build_model
 from lm.train.optim import make_optimizer
 from lm.train.step import batch_loss_sums, init_train_state, make_train_step
 

@@ -6,7 +6,8 @@ import signal
 import numpy as np
 import pytest
 
-from lm.train.preemption import PREEMPTED_EXIT, Preempted, StopSignal
+from lm.errors import PREEMPTED_EXIT
+from lm.train.preemption import Preempted, StopSignal
 
 
 def test_a_signal_sets_the_flag_and_repeated_sigterms_are_ignored():

@@ -15,7 +15,7 @@ import pytest
 from lm.config import load_config
 from lm.train.loop import TrainingDiverged, train
 from lm.train.metrics import read_metrics
-from lm.train.preemption import PREEMPTED_EXIT
+from lm.errors import PREEMPTED_EXIT
 from tests.helpers import write_small_stdlib_corpus
 
 TINY = "experiments/configs/tiny.py"

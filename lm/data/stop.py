@@ -14,8 +14,6 @@ import signal
 import sys
 import threading
 
-from lm.errors import PREEMPTED_EXIT  # noqa: F401 (the status lm data prepare exits with)
-
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 

@@ -39,7 +39,7 @@ def _plan(args: argparse.Namespace, overrides: list[str]) -> None:
 
 def _run(args: argparse.Namespace, overrides: list[str]) -> None:
     from lm.sweep.runner import run_sweep
-    from lm.train.preemption import PREEMPTED_EXIT
+    from lm.errors import PREEMPTED_EXIT
 
     final = run_sweep(Path(args.config), Path(args.workdir), overrides, parallel=args.parallel,
                       stop_timeout=args.stop_timeout)  # a signal: SweepStopped, exit 75

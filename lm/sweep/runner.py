@@ -49,7 +49,7 @@ from lm.sweep.grid import Sweep, expand, load_sweep
 from lm.sweep.plan import RunSpec, format_table
 from lm.sweep.results import write_results
 from lm.train.metrics import METRICS_FILE, read_metrics
-from lm.train.preemption import PREEMPTED_EXIT
+from lm.errors import PREEMPTED_EXIT
 
 SWEEP_FILE = "sweep.json"
 DATA_DIR = "data"

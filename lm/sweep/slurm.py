@@ -45,7 +45,7 @@ from lm.config import ConfigError
 from lm.files import atomic_write, write_json_atomic
 from lm.sweep.plan import RunSpec
 from lm.sweep.runner import EXIT_FILE, RUNS_DIR, STDERR_LOG, STDOUT_LOG, config_args
-from lm.train.preemption import PREEMPTED_EXIT
+from lm.errors import PREEMPTED_EXIT
 
 SLURM_DIR = "slurm"
 SCRIPT_FILE = "sweep.sbatch"

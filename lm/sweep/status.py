@@ -16,7 +16,7 @@ from lm.sweep.results import read_results, selection_loss
 from lm.sweep.runner import (RUNS_DIR, RunStatus, count_text, load_plan, statuses, stderr_tail,
                              write_sweep_results)
 from lm.sweep.tune import aliases
-from lm.train.preemption import PREEMPTED_EXIT
+from lm.errors import PREEMPTED_EXIT
 
 
 def _run_line(s: RunStatus, row: dict[str, Any], workdir: Path, width: int, values: str = "") -> str:

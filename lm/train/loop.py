@@ -35,7 +35,7 @@ from lm.train.optim import lr_schedule, warmup_note
 from lm.train.plots import plot_loss
 from lm.train.preemption import Preempted, StopSignal, process_all_gather
 from lm.train.peak import mfu, peak_flops_per_device
-from lm.train.state import build_model, init_state, state_layout  # noqa: F401 (build_model: old import path)
+from lm.train.state import init_state, state_layout
 from lm.train.step import jit_train_step, make_eval_step
 
 

@@ -21,7 +21,6 @@ from typing import Callable
 
 import numpy as np
 
-from lm.errors import PREEMPTED_EXIT  # noqa: F401 (the status lm.cli exits with)
 
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
 

@@ -19,7 +19,8 @@ def _prepare(args: argparse.Namespace, overrides: list[str]) -> None:
     from lm.config import ConfigError
     from lm.data.prepare.executor import prepare
     from lm.data.prepare.recipe import load_recipe
-    from lm.data.stop import PREEMPTED_EXIT, Preempted
+    from lm.data.stop import Preempted
+    from lm.errors import PREEMPTED_EXIT
 
     if overrides:
         raise ConfigError("lm data prepare takes no --config.* overrides; edit the recipe file")
