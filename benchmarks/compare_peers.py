@@ -36,7 +36,7 @@ from flax import nnx
 
 from lm.config import ConfigError, load_config
 from lm.scaling.counts import mfu_flops_per_token, param_counts
-from lm.train.loop import build_model
+from lm.train.state import build_model
 from lm.train.optim import make_optimizer
 from lm.train.peak import mfu, peak_flops_per_device
 from lm.train.step import init_train_state, jit_train_step
