@@ -17,10 +17,10 @@ from typing import Any, Sequence
 
 import ml_collections
 
+from lm.config_checks import check_positive, fail, skip_ranges, validate_mesh
 from lm.errors import ConfigError
 from lm.pyfile import call_python_file
 
-MESH_AXES = ("data", "fsdp", "tensor", "stage")  # the device mesh's axes, in order
 DTYPES = ("float32", "bfloat16")
 REMAT_POLICIES = ("none", "full", "dots")
 ATTENTION_KERNELS = ("einsum", "blockwise", "xla", "cudnn")
@@ -157,23 +157,11 @@ def head_dim(model: ml_collections.ConfigDict) -> int:
     return model.head_dim or model.d_model // model.num_heads
 
 
-def _fail(field: str, message: str) -> None:
-    raise ConfigError(f"config field {field!r}: {message}")  # repr: one line whatever was typed
-
-
-def _check_positive(cfg: ml_collections.ConfigDict, fields: Sequence[str]) -> None:
-    for name in fields:
-        section, key = name.split(".")
-        value = cfg[section][key]
-        if value <= 0:
-            _fail(name, f"must be positive, got {value!r}")
-
-
 def validate(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     """Check every field; raise ConfigError naming the first bad one and its fix."""
     _check_known_keys(cfg, default_config())
     m, d, t, s = cfg.model, cfg.data, cfg.train, cfg.sample
-    _check_positive(cfg, [
+    check_positive(cfg, [
         "model.vocab_size", "model.d_model", "model.num_layers", "model.num_heads",
         "model.num_kv_heads", "model.d_ff", "model.max_seq_len", "model.rope_theta",
         "model.norm_eps", "model.init_std", "model.attention_block", "model.scan_unroll",
@@ -183,17 +171,17 @@ def validate(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
         "train.spike_threshold", "train.spike_min_history",
     ])
     if m.head_dim == 0 and m.d_model % m.num_heads:
-        _fail("model.num_heads", f"{m.num_heads} heads do not divide d_model={m.d_model}; "
+        fail("model.num_heads", f"{m.num_heads} heads do not divide d_model={m.d_model}; "
               "choose a divisor of d_model or set model.head_dim explicitly")
     if m.head_dim < 0:
-        _fail("model.head_dim", f"must be >= 0 (0 means d_model // num_heads), got {m.head_dim}")
+        fail("model.head_dim", f"must be >= 0 (0 means d_model // num_heads), got {m.head_dim}")
     if head_dim(m) % 2:
-        _fail("model.head_dim", f"rotary embeddings need an even head_dim, got {head_dim(m)}")
+        fail("model.head_dim", f"rotary embeddings need an even head_dim, got {head_dim(m)}")
     if m.num_heads % m.num_kv_heads:
-        _fail("model.num_kv_heads", f"{m.num_kv_heads} kv heads do not divide num_heads="
+        fail("model.num_kv_heads", f"{m.num_kv_heads} kv heads do not divide num_heads="
               f"{m.num_heads}; use a divisor of num_heads (num_heads for MHA, 1 for MQA)")
     if d.seq_len > m.max_seq_len:
-        _fail("data.seq_len", f"{d.seq_len} is larger than model.max_seq_len={m.max_seq_len}; "
+        fail("data.seq_len", f"{d.seq_len} is larger than model.max_seq_len={m.max_seq_len}; "
               "lower data.seq_len or raise model.max_seq_len")
     for name, value, choices in [
         ("model.param_dtype", m.param_dtype, DTYPES),
@@ -206,85 +194,49 @@ def validate(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
         ("pipeline.schedule", cfg.pipeline.schedule, PIPELINE_SCHEDULES),
     ]:
         if value not in choices:
-            _fail(name, f"{value!r} is not one of {', '.join(choices)}")
+            fail(name, f"{value!r} is not one of {', '.join(choices)}")
     if not d.sources:
-        _fail("data.sources", "is empty; give 'stdlib', files, directories or 'hf:NAME'")
+        fail("data.sources", "is empty; give 'stdlib', files, directories or 'hf:NAME'")
     if not 0.0 < d.heldout_fraction < 1.0:
-        _fail("data.heldout_fraction", f"must be in (0, 1), got {d.heldout_fraction}")
+        fail("data.heldout_fraction", f"must be in (0, 1), got {d.heldout_fraction}")
     if d.prepared_corpus:
         defaults = default_config().data
         for key in PREPARED_REPLACES:
             if d[key] != defaults[key]:
-                _fail(f"data.{key}", f"is {d[key]!r}, but data.prepared_corpus={d.prepared_corpus!r} supplies "
+                fail(f"data.{key}", f"is {d[key]!r}, but data.prepared_corpus={d.prepared_corpus!r} supplies "
                       "the documents, held-out split and tokenizer; drop one of the two")
     if d.unique_tokens < 0 or (d.unique_tokens and d.prepared_corpus):
-        _fail("data.unique_tokens", f"must be >= 0, and 0 with data.prepared_corpus; got {d.unique_tokens}")
+        fail("data.unique_tokens", f"must be >= 0, and 0 with data.prepared_corpus; got {d.unique_tokens}")
     if d.prefetch < 0:
-        _fail("data.prefetch", f"must be >= 0 (batches fetched ahead; 0 = none), got {d.prefetch}")
+        fail("data.prefetch", f"must be >= 0 (batches fetched ahead; 0 = none), got {d.prefetch}")
     if t.loss_chunk < 0 or (t.loss_chunk and d.seq_len % t.loss_chunk):
-        _fail("train.loss_chunk", f"must be 0 (off) or divide data.seq_len={d.seq_len}, "
+        fail("train.loss_chunk", f"must be 0 (off) or divide data.seq_len={d.seq_len}, "
               f"got {t.loss_chunk}")
     if t.batch_size % t.grad_accum:
-        _fail("train.grad_accum", f"{t.grad_accum} does not divide train.batch_size="
+        fail("train.grad_accum", f"{t.grad_accum} does not divide train.batch_size="
               f"{t.batch_size}; the batch is split into grad_accum microbatches")
     if t.warmup_steps < 0:
-        _fail("train.warmup_steps", f"must be >= 0, got {t.warmup_steps}")
+        fail("train.warmup_steps", f"must be >= 0, got {t.warmup_steps}")
     if t.spike_min_history > t.spike_window:
-        _fail("train.spike_min_history", f"{t.spike_min_history} is more than train.spike_window="
+        fail("train.spike_min_history", f"{t.spike_min_history} is more than train.spike_window="
               f"{t.spike_window}, so no step would ever be judged")
     skip_ranges(t)
     if not 0.0 <= t.min_lr_ratio <= 1.0:
-        _fail("train.min_lr_ratio", f"must be in [0, 1], got {t.min_lr_ratio}")
+        fail("train.min_lr_ratio", f"must be in [0, 1], got {t.min_lr_ratio}")
     if not 0.0 < t.decay_fraction <= 1.0:
-        _fail("train.decay_fraction", f"must be in (0, 1], got {t.decay_fraction}")
+        fail("train.decay_fraction", f"must be in (0, 1], got {t.decay_fraction}")
     for name in ("weight_decay", "z_loss", "clip_norm", "keep_every", "spike_rel_floor",
                  "rollback_skip_batches", "plant_bad_batch_at"):
         if t[name] < 0:
-            _fail(f"train.{name}", f"must be >= 0, got {t[name]}")
-    _validate_mesh(cfg)
+            fail(f"train.{name}", f"must be >= 0, got {t[name]}")
+    validate_mesh(cfg)
     if s.temperature < 0:
-        _fail("sample.temperature", f"must be >= 0 (0 is greedy), got {s.temperature}")
+        fail("sample.temperature", f"must be >= 0 (0 is greedy), got {s.temperature}")
     if s.top_k < 0:
-        _fail("sample.top_k", f"must be >= 0 (0 disables top-k), got {s.top_k}")
+        fail("sample.top_k", f"must be >= 0 (0 disables top-k), got {s.top_k}")
     if not 0.0 < s.top_p <= 1.0:
-        _fail("sample.top_p", f"must be in (0, 1], got {s.top_p}")
+        fail("sample.top_p", f"must be in (0, 1], got {s.top_p}")
     return cfg
-
-
-def skip_ranges(t: ml_collections.ConfigDict) -> list[tuple[int, int]]:
-    """`train.skip_batches` as sorted (start, end) ranges of data-stream batch positions."""
-    ranges = []
-    for item in t.skip_batches:
-        start, _, end = str(item).partition(":")
-        if not (start.isdigit() and end.isdigit() and int(start) < int(end)):
-            _fail("train.skip_batches", f"{item!r} is not START:END with 0 <= START < END (batch "
-                  "positions, END excluded)")
-        ranges.append((int(start), int(end)))
-    return sorted(ranges)
-
-
-def _validate_mesh(cfg: ml_collections.ConfigDict) -> None:
-    sizes = {axis: cfg.mesh[axis] for axis in MESH_AXES}
-    for axis, size in sizes.items():
-        if size == 0 or size < -1:
-            _fail(f"mesh.{axis}", f"must be a positive size or -1 (all remaining devices), got {size}")
-        if cfg.mesh.dcn[axis] < 1:
-            _fail(f"mesh.dcn.{axis}", f"must be a positive factor, got {cfg.mesh.dcn[axis]}")
-    if list(sizes.values()).count(-1) > 1:
-        _fail("mesh", f"at most one axis may be -1, got {sizes}")
-    for name, axes in cfg.mesh.rules.items():
-        unknown = [a for a in axes if a not in MESH_AXES]
-        if unknown or len(set(axes)) != len(axes):
-            _fail(f"mesh.rules.{name}", f"{tuple(axes)} must name distinct mesh axes from "
-                  f"{MESH_AXES}, or be () to replicate")
-    p = cfg.pipeline
-    if p.microbatches < 0:
-        _fail("pipeline.microbatches", f"must be >= 0 (0: one per stage), got {p.microbatches}")
-    if p.repeats < 1:
-        _fail("pipeline.repeats", f"must be >= 1, got {p.repeats}")
-    if p.schedule != "auto" and (p.schedule == "circular") != (p.repeats > 1):
-        _fail("pipeline.schedule", f"{p.schedule!r} does not go with pipeline.repeats={p.repeats}: "
-              "circular needs repeats > 1, gpipe and 1f1b need repeats=1")
 
 
 def _check_known_keys(cfg: ml_collections.ConfigDict, schema: ml_collections.ConfigDict,
@@ -294,10 +246,10 @@ def _check_known_keys(cfg: ml_collections.ConfigDict, schema: ml_collections.Con
         if key not in schema:
             near = difflib.get_close_matches(key, list(schema.keys()), n=1)
             hint = f"; did you mean '{prefix}{near[0]}'?" if near else ""
-            _fail(path, f"unknown key{hint}")
+            fail(path, f"unknown key{hint}")
         if isinstance(schema[key], ml_collections.ConfigDict):
             if not isinstance(cfg[key], ml_collections.ConfigDict):
-                _fail(path, "must be a section, not a value")
+                fail(path, "must be a section, not a value")
             _check_known_keys(cfg[key], schema[key], prefix=f"{path}.")
 
 
@@ -309,10 +261,10 @@ def merge(base: ml_collections.ConfigDict, overrides: dict[str, Any],
         if key not in base:
             near = difflib.get_close_matches(key, list(base.keys()), n=1)
             hint = f"; did you mean '{prefix}{near[0]}'?" if near else ""
-            _fail(path, f"unknown key{hint}")
+            fail(path, f"unknown key{hint}")
         if isinstance(base[key], ml_collections.ConfigDict):
             if not isinstance(value, (dict, ml_collections.ConfigDict)):
-                _fail(path, "is a section; override its fields instead")
+                fail(path, "is a section; override its fields instead")
             merge(base[key], dict(value), prefix=f"{path}.")
         else:
             base[key] = _coerce(path, base[key], value)
@@ -323,12 +275,12 @@ def _coerce(path: str, current: Any, value: Any) -> Any:
     if isinstance(current, bool):
         if isinstance(value, bool):
             return value
-        _fail(path, f"expects true/false, got {value!r}")
+        fail(path, f"expects true/false, got {value!r}")
     if isinstance(current, int) and isinstance(value, int) and not isinstance(value, bool):
         return value
     if isinstance(current, float) and isinstance(value, (int, float)) and not isinstance(value, bool):
         if not math.isfinite(value):
-            _fail(path, f"expects a finite number, got {value!r}")
+            fail(path, f"expects a finite number, got {value!r}")
         return float(value)
     if isinstance(current, str) and isinstance(value, str):
         return value
@@ -336,7 +288,7 @@ def _coerce(path: str, current: Any, value: Any) -> Any:
         if isinstance(value, str):  # "a,b" from the command line; "" is the empty tuple
             return tuple(v.strip() for v in value.split(",") if v.strip())
         return tuple(value)
-    _fail(path, f"expects a {type(current).__name__}, got {value!r} ({type(value).__name__})")
+    fail(path, f"expects a {type(current).__name__}, got {value!r} ({type(value).__name__})")
 
 
 def parse_override(arg: str) -> tuple[list[str], Any]:

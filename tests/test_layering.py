@@ -1,6 +1,6 @@
 """The import order of lm's layers, checked by walking the source with `ast`:
 
-    errors, files, pyfile < config < parallel < model < data < train, scaling
+    errors, files, pyfile < config, config_checks < parallel < model < data < train, scaling
         < sweep, convert, evaluate, sample, tasks < cli
 
 A module may import its own layer or lower ones, never a higher one; scaling (the
@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 LM = Path(__file__).resolve().parents[1] / "lm"
-LAYERS = [("errors", "files", "pyfile"), ("config",), ("parallel",), ("model",), ("data",),
+LAYERS = [("errors", "files", "pyfile"), ("config", "config_checks"), ("parallel",), ("model",), ("data",),
           ("train", "scaling"), ("sweep", "convert", "evaluate", "evaluate_cli", "sample", "tasks"), ("cli",)]
 RANK = {name: rank for rank, names in enumerate(LAYERS) for name in names}
 FORBIDDEN_SIDEWAYS = {("scaling", "train")}

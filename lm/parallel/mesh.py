@@ -27,7 +27,7 @@ import numpy as np
 from jax.experimental import mesh_utils
 from jax.sharding import AxisType, Mesh
 
-from lm.config import MESH_AXES
+from lm.config_checks import MESH_AXES
 
 
 

@@ -14,7 +14,8 @@ import jax
 import ml_collections
 from jax.sharding import Mesh
 
-from lm.config import MESH_AXES, ConfigError
+from lm.config_checks import MESH_AXES
+from lm.errors import ConfigError
 from lm.parallel.sharding import Rules
 from lm.parallel.mesh import make_mesh
 from lm.parallel.pipeline import Pipeline, PipelineError

@@ -17,7 +17,7 @@ import ml_collections
 import numpy as np
 
 from lm import config as config_lib
-from lm.config import skip_ranges
+from lm.config_checks import skip_ranges
 from lm.data.build import RunData, build_run_data
 from lm.data.loader import eval_batches
 from lm.data.prefetch import prefetch
