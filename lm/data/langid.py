@@ -19,6 +19,13 @@ The model is read on first use (about a second), once per process, and
 shared read-only by every identifier there; it is not pickled with the
 object (it is 70 MB in memory), so shipping an identifier to worker
 processes is cheap.
+
+A fastText language-id model can replace py3langid: ``LanguageId(model_path=
+"lid.176.bin")`` (recipe: ``{"step": "langid", "model_path": ...}``), any
+supervised .bin / .ftz whose labels are ``__label__<code>``. The code is the
+label without its prefix and the confidence the model's probability; with
+`langs`, the most probable allowed label wins, its probability renormalised
+over the allowed ones (as py3langid does). Needs ``lm[fasttext]``.
 """
 
 from __future__ import annotations
@@ -26,7 +33,10 @@ from __future__ import annotations
 import copy
 import functools
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Any
+
+from lm.data.classify.fasttext_model import LABEL_PREFIX, FastTextModel
 
 NO_LANGUAGE = "zxx"
 """The model's code for "no linguistic content"; text without a letter gets it with confidence 1.0."""
@@ -37,27 +47,42 @@ class LanguageId:
 
     `langs` restricts the answer to a set of codes (the model's 140 labels
     otherwise); a document in another language is then given
-    the closest allowed one, usually with a low confidence.
+    the closest allowed one, usually with a low confidence. `model_path`
+    names a fastText language-id model to use instead of py3langid's.
     """
 
     name = "langid"
 
-    def __init__(self, langs: Iterable[str] | None = None):
+    def __init__(self, langs: Iterable[str] | None = None, model_path: str | None = None):
         self.langs = sorted(set(langs)) if langs is not None else None
+        self.model_path = model_path
         self._identifier: Any = None
-        if self.langs is not None:
+        self.fasttext = None if model_path is None else FastTextModel(Path(model_path))
+        if self.fasttext is not None:
+            codes = [label.removeprefix(LABEL_PREFIX) for label in self.fasttext.labels]
+            unknown = sorted(set(self.langs or ()) - set(codes))
+            if unknown:
+                raise ValueError(f"LanguageId: {model_path} has no label for {unknown}; its codes: "
+                                 f"{', '.join(sorted(codes))}")
+            self._allowed = None if self.langs is None else [LABEL_PREFIX + code for code in self.langs]
+        elif self.langs is not None:
             self._load()  # fails now, not in a worker, on an unknown code
 
     def __call__(self, text: str) -> tuple[str, float]:
         """Return (language code, confidence in [0, 1]); ("zxx", 1.0) for text without a letter."""
         if not any(ch.isalpha() for ch in text):
             return NO_LANGUAGE, 1.0
+        if self.fasttext is not None:
+            label, confidence = self.fasttext.top(text, self._allowed)
+            return label.removeprefix(LABEL_PREFIX), confidence
         lang, confidence = self._load().classify(text)
         return lang, min(1.0, max(0.0, float(confidence)))
 
     @property
     def labels(self) -> list[str]:
         """The language codes this identifier can answer."""
+        if self.fasttext is not None:
+            return sorted(label.removeprefix(LABEL_PREFIX) for label in self.fasttext.labels)
         return sorted(self._load().labels)
 
     def _load(self) -> Any:
@@ -73,7 +98,7 @@ class LanguageId:
         return self._identifier
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"langs": self.langs, "_identifier": None}
+        return {**self.__dict__, "_identifier": None}
 
 
 @functools.cache
@@ -94,7 +119,7 @@ class LanguageFilter:
 
     name = "language"
 
-    def __init__(self, keep: Mapping[str, float], langs: Iterable[str] | None = None):
+    def __init__(self, keep: Mapping[str, float], langs: Iterable[str] | None = None, model_path: str | None = None):
         if not keep:
             raise ValueError("LanguageFilter: keep is empty; give at least one language, "
                              "e.g. {'en': 0.65}")
@@ -102,7 +127,7 @@ class LanguageFilter:
             if not 0.0 <= minimum <= 1.0:
                 raise ValueError(f"LanguageFilter: keep[{lang!r}] = {minimum} is outside [0, 1]")
         self.keep = dict(keep)
-        self.identify = LanguageId(langs)
+        self.identify = LanguageId(langs, model_path)
 
     def check(self, lang: str, confidence: float) -> str | None:
         """The drop reason for an identified document, or None to keep it."""

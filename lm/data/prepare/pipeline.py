@@ -161,6 +161,13 @@ def run_steps(steps: list[tuple[str, Any]], record: Record, provenance: Provenan
             result = None
         elif name == LANGUAGE and "lang_score" in record.meta:  # langid ran: reuse its answer
             result = step.check(record.lang, record.meta["lang_score"])
+        elif hasattr(step, "judge"):  # a classifier: keep its score for the report and later steps
+            score, result = step.judge(record.text, record.lang)
+            record.meta.setdefault("scores", {})[name] = score
+            if score is not None:
+                provenance.record_score(name, score, dropped=result is not None)
+        elif hasattr(step, "check_scores"):  # filters on a score an earlier step stored
+            result = step.check_scores(record.meta.get("scores", {}))
         else:
             result = step(record.text, record.lang)
         if isinstance(result, str):

@@ -2,8 +2,8 @@
 
 One `Provenance` per task and pass counts, for reading and for every step:
 documents and characters in and out, drops by reason, modified documents and
-changes by kind; plus length and language histograms and a few examples of
-removed text per reason. Counters of all tasks merge by summing, examples by
+changes by kind; plus length, language and classifier-score histograms and a
+few examples of removed text per reason. Counters of all tasks merge by summing, examples by
 taking the first ones in task order, so the merged result does not depend on
 which worker ran what or when.
 """
@@ -18,6 +18,7 @@ LENGTH_BINS_PER_DECADE = 4
 LENGTH_DECADES = 7  # the last bin also holds documents of 10**7 characters or more
 NUM_LENGTH_BINS = LENGTH_BINS_PER_DECADE * LENGTH_DECADES
 READ = "read"
+SCORE_BINS = 20  # classifier scores in [0, 1]: bin b holds [b/20, (b+1)/20), the last also 1.0
 
 
 def length_bin(num_chars: int) -> int:
@@ -42,6 +43,7 @@ class Provenance:
         self.length_out = [0] * NUM_LENGTH_BINS
         self.lang_out: dict[str, int] = {}
         self.lang_removed: dict[str, int] = {}
+        self.scores: dict[str, dict[str, list[int]]] = {}  # step -> {"kept": bins, "dropped": bins}
         self.examples: dict[str, list[dict]] = {}
 
     def record_read(self) -> None:
@@ -70,6 +72,11 @@ class Provenance:
             for kind, n in changes.items():
                 _add(c["changes"], kind, int(n))
 
+    def record_score(self, step: str, score: float, *, dropped: bool) -> None:
+        """A classifier step scored a document (and kept or dropped it)."""
+        bins = self.scores.setdefault(step, {"kept": [0] * SCORE_BINS, "dropped": [0] * SCORE_BINS})
+        bins["dropped" if dropped else "kept"][min(max(int(score * SCORE_BINS), 0), SCORE_BINS - 1)] += 1
+
     def record_removed(self, doc_id: str, text: str, lang: str | None, reason: str) -> None:
         _add(self.lang_removed, lang or "unknown")
         examples = self.examples.setdefault(reason, [])
@@ -84,13 +91,15 @@ class Provenance:
     def to_json(self) -> dict:
         return {"examples_per_reason": self.examples_per_reason, "example_chars": self.example_chars,
                 "read": self.read, "steps": self.steps, "length_in": self.length_in, "length_out": self.length_out,
-                "lang_out": self.lang_out, "lang_removed": self.lang_removed, "examples": self.examples}
+                "lang_out": self.lang_out, "lang_removed": self.lang_removed, "scores": self.scores,
+                "examples": self.examples}
 
     @classmethod
     def from_json(cls, obj: dict) -> Provenance:
         p = cls(obj["examples_per_reason"], obj["example_chars"])
         for key in ("read", "steps", "length_in", "length_out", "lang_out", "lang_removed", "examples"):
             setattr(p, key, obj[key])
+        p.scores = obj.get("scores", {})  # absent from markers written before score histograms
         return p
 
 
@@ -112,6 +121,10 @@ def merge(parts: Iterable[Provenance], step_order: Iterable[str]) -> Provenance:
         total.length_out = [a + b for a, b in zip(total.length_out, p.length_out)]
         _merge_counts(total.lang_out, p.lang_out)
         _merge_counts(total.lang_removed, p.lang_removed)
+        for step, bins in p.scores.items():
+            into = total.scores.setdefault(step, {"kept": [0] * SCORE_BINS, "dropped": [0] * SCORE_BINS})
+            for kind in ("kept", "dropped"):
+                into[kind] = [a + b for a, b in zip(into[kind], bins[kind])]
         for reason, examples in p.examples.items():
             kept = total.examples.setdefault(reason, [])
             kept.extend(examples[: total.examples_per_reason - len(kept)])
@@ -120,6 +133,7 @@ def merge(parts: Iterable[Provenance], step_order: Iterable[str]) -> Provenance:
     total.lang_out = dict(sorted(total.lang_out.items()))
     total.lang_removed = dict(sorted(total.lang_removed.items()))
     total.examples = dict(sorted(total.examples.items()))
+    total.scores = {name: total.scores[name] for name in step_order if name in total.scores}
     for c in total.steps.values():
         c["dropped"] = dict(sorted(c["dropped"].items()))
         c["changes"] = dict(sorted(c["changes"].items()))

@@ -41,6 +41,7 @@ from lm.data.prepare import steps as step_registry
 from lm.data.prepare.sources import FORMATS
 
 GROUP_BY = ("source", "lang", "none")
+SCORE_FILTER = "score_filter"
 SOURCE_DEFAULTS: dict[str, Any] = {
     "name": None,  # required: a short identifier ([A-Za-z0-9_-]), used in ids and token dirs
     "path": None,  # required
@@ -226,6 +227,10 @@ def _steps(raw_steps: Any) -> tuple[StepSpec, ...]:
             raise ConfigError(f"recipe field 'steps[{i}]': {e}") from e
         if spec.name in seen:
             raise ConfigError(f"recipe field 'steps[{i}]': step {spec.name!r} appears twice; each step runs once")
+        if spec.name == SCORE_FILTER and kwargs.get("score") not in seen:
+            raise ConfigError(f"recipe field 'steps[{i}].score': {kwargs.get('score')!r} is not a step before this "
+                              f"one; a score_filter reads the score a classifier step stored earlier "
+                              f"(steps so far: {sorted(seen)})")
         seen.add(spec.name)
         specs.append(spec)
     return tuple(specs)

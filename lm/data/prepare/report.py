@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lm.data.prepare.provenance import LENGTH_BINS_PER_DECADE, NUM_LENGTH_BINS, Provenance, top_reasons
+from lm.data.prepare.provenance import LENGTH_BINS_PER_DECADE, NUM_LENGTH_BINS, SCORE_BINS, Provenance, top_reasons
 from lm.data.read import DataError
 from lm.files import atomic_write, write_json_atomic
 
@@ -45,12 +45,15 @@ def write_report(run_dir: Path, p: Provenance, *, step_order: list[str], num_tas
         "histograms": {"length_bin_edges_chars": [round(10 ** (b / LENGTH_BINS_PER_DECADE), 1)
                                                   for b in range(NUM_LENGTH_BINS + 1)],
                        "length_in": p.length_in, "length_out": p.length_out,
-                       "lang_out": p.lang_out, "lang_removed": p.lang_removed},
+                       "lang_out": p.lang_out, "lang_removed": p.lang_removed,
+                       "score_bin_edges": [b / SCORE_BINS for b in range(SCORE_BINS + 1)], "scores": p.scores},
         "tokens": token_manifests,
     }
     (run_dir / "plots").mkdir(exist_ok=True)
     _plot_lengths(p, run_dir / "plots" / "length.png")
     _plot_languages(p, run_dir / "plots" / "language.png")
+    if p.scores:
+        _plot_scores(p, run_dir / "plots" / "scores.png")
     write_json_atomic(rep, run_dir / "report.json")
     with atomic_write(run_dir / "report.md") as f:
         f.write(format_markdown(rep).encode("utf-8"))
@@ -108,8 +111,14 @@ def format_markdown(rep: dict) -> str:
     if changes:
         lines += ["", "## Changes", "", "| step | kind | count |", "|---|---|---:|"]
         lines += [f"| {s} | {kind} | {n} |" for s, kind, n in changes]
+    scores, edges = rep["histograms"].get("scores", {}), rep["histograms"].get("score_bin_edges", [])
     lines += ["", "## Languages (clean)", "", ", ".join(f"{k}: {n}" for k, n in rep["histograms"]["lang_out"].items()),
-              "", "Plots: plots/length.png, plots/language.png", "", "## Examples of removed text", ""]
+              "", "Plots: plots/length.png, plots/language.png" + (", plots/scores.png" if scores else "")]
+    if scores:
+        lines += ["", "## Classifier scores", "", "| step | scored | kept | dropped | mean score (bin centres) |",
+                  "|---|---:|---:|---:|---:|"]
+        lines += [_score_row(step, bins, edges) for step, bins in scores.items()]
+    lines += ["", "## Examples of removed text", ""]
     for reason, examples in rep["examples"].items():
         lines.append(f"### {reason}")
         for ex in examples:
@@ -117,6 +126,14 @@ def format_markdown(rep: dict) -> str:
             lines.append(f"- `{ex['id']}`: {text[:200]}")
         lines.append("")
     return "\n".join(lines) + "\n"
+
+
+def _score_row(step: str, bins: dict, edges: list[float]) -> str:
+    """One row of the classifier-score table; the mean takes each score at its bin's centre."""
+    counts = [k + d for k, d in zip(bins["kept"], bins["dropped"])]
+    total = sum(counts)
+    mean = sum(n * (lo + hi) / 2 for n, lo, hi in zip(counts, edges, edges[1:])) / total if total else 0.0
+    return f"| {step} | {total} | {sum(bins['kept'])} | {sum(bins['dropped'])} | {mean:.3f} |"
 
 
 def _skipped_markdown(inputs: dict) -> list[str]:
@@ -177,4 +194,20 @@ def _plot_languages(p: Provenance, path: Path) -> None:
     ax.set_ylabel("documents (log scale)")
     ax.set_title("languages of clean and removed documents")
     ax.legend()
+    _save(fig, path)
+
+
+def _plot_scores(p: Provenance, path: Path) -> None:
+    """One panel per classifier step: the histogram of its scores, kept and dropped stacked."""
+    fig = _figure()
+    edges = [b / SCORE_BINS for b in range(SCORE_BINS + 1)]
+    for i, (step, bins) in enumerate(p.scores.items()):
+        ax = fig.add_subplot(1, len(p.scores), i + 1)
+        ax.stairs(bins["kept"], edges, label="kept", fill=True, alpha=0.6)
+        ax.stairs([k + d for k, d in zip(bins["kept"], bins["dropped"])], edges, label="kept + dropped")
+        ax.set_xlabel("score")
+        ax.set_title(step)
+        if i == 0:
+            ax.set_ylabel("documents")
+            ax.legend()
     _save(fig, path)

@@ -3,7 +3,9 @@
 Per-document steps follow the interfaces of issue 4: a *filter* returns None (keep)
 or a reason string "<name>.<rule>" (drop); a *modifier* returns (new text, counts
 of changes by kind); the *language identifier* (name "langid") is called with the
-text alone and returns (language, confidence). Filters and modifiers are told
+text alone and returns (language, confidence). A *classifier* filter also has
+``judge(text, lang) -> (score or None, reason or None)``; the pipeline stores its score
+in ``meta["scores"][name]``, where a *score filter* (``check_scores(scores)``) reads it. Filters and modifiers are told
 apart by what they return. A *cross-shard* step (dedup) has the methods of
 `lm.data.prepare.dedup_stage.CrossShardStep` and runs in two phases around a
 barrier. A recipe may also name any class as "package.module:Class".
@@ -30,6 +32,7 @@ PER_DOCUMENT_STEPS = {
     "pii": "lm.data.pii:RedactPII",
     "quality_classifier": "lm.data.classify.filters:QualityFilter",
     "toxicity": "lm.data.classify.filters:ToxicityFilter",
+    "score_filter": "lm.data.classify.filters:ScoreFilter",
 }
 CROSS_SHARD_STEPS = {
     "exact_dedup": "lm.data.prepare.dedup_stage:ExactDedup",
