@@ -13,7 +13,7 @@ fasttext = pytest.importorskip("fasttext", reason="fastText tests need the optio
 
 from lm.cli import main  # noqa: E402
 from lm.config import ConfigError  # noqa: E402
-from lm.data.classify import QualityFilter, ToxicityFilter, roc_auc, train_classifier  # noqa: E402
+from lm.data.classify import QualityFilter, ToxicityFilter, train_classifier  # noqa: E402
 from lm.data.classify.fasttext_model import FastTextConfig, FastTextModel, train_fasttext  # noqa: E402
 from lm.data.langid import LanguageFilter, LanguageId  # noqa: E402
 from lm.data.prepare.output import iter_clean, read_jsonl_zst  # noqa: E402
@@ -172,7 +172,7 @@ def write_recipe(tmp_path: Path, steps: list[dict]) -> Path:
 def test_recipe_with_fasttext_bin_runs_end_to_end(toxic_bin, tmp_path, capsys):
     # The first step only scores (threshold 0 keeps all); score_filter drops by the stored score;
     # toxicity scores again and finds nothing left to drop.
-    steps = [{"step": "quality_classifier", "model_path": str(toxic_bin), "label": "1", "threshold": 0.0},
+    steps = [{"step": "quality_classifier", "model": str(toxic_bin), "label": "1", "threshold": 0.0},
              {"step": "score_filter", "score": "quality_classifier", "maximum": 0.5},
              {"step": "toxicity", "model_path": str(toxic_bin), "label": "__label__1", "threshold": 0.5}]
     out = tmp_path / "run"
@@ -199,7 +199,7 @@ def test_recipe_with_fasttext_bin_runs_end_to_end(toxic_bin, tmp_path, capsys):
 
 
 def test_recipe_errors_name_the_model_file_label_and_step(toxic_bin, tmp_path):
-    bad_label = [{"step": "toxicity", "model_path": str(toxic_bin), "label": "hq"}]
+    bad_label = [{"step": "toxicity", "model": str(toxic_bin), "label": "hq"}]
     with pytest.raises(ConfigError) as info:
         validate_recipe({"sources": [{"name": "a", "path": "x.jsonl"}], "steps": bad_label}, base_dir=tmp_path)
     assert str(info.value).startswith("recipe field 'steps[0]': step 'toxicity' rejected its arguments")

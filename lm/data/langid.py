@@ -20,8 +20,9 @@ shared read-only by every identifier there; it is not pickled with the
 object (it is 70 MB in memory), so shipping an identifier to worker
 processes is cheap.
 
-A fastText language-id model can replace py3langid: ``LanguageId(model_path=
-"lid.176.bin")`` (recipe: ``{"step": "langid", "model_path": ...}``), any
+A fastText language-id model can replace py3langid: ``LanguageId(model=
+"lid.176.bin")`` (recipe: ``{"step": "langid", "model": ...}``; ``model_path`` is
+the argument's old name, still accepted), any
 supervised .bin / .ftz whose labels are ``__label__<code>``. The code is the
 label without its prefix and the confidence the model's probability; with
 `langs`, the most probable allowed label wins, its probability renormalised
@@ -37,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from lm.data.classify.fasttext_model import LABEL_PREFIX, FastTextModel
+from lm.data.classify.model_file import chosen_model
 
 NO_LANGUAGE = "zxx"
 """The model's code for "no linguistic content"; text without a letter gets it with confidence 1.0."""
@@ -47,15 +49,15 @@ class LanguageId:
 
     `langs` restricts the answer to a set of codes (the model's 140 labels
     otherwise); a document in another language is then given
-    the closest allowed one, usually with a low confidence. `model_path`
-    names a fastText language-id model to use instead of py3langid's.
+    the closest allowed one, usually with a low confidence. `model` (old
+    name `model_path`) names a fastText language-id model to use instead of py3langid's.
     """
 
     name = "langid"
 
-    def __init__(self, langs: Iterable[str] | None = None, model_path: str | None = None):
+    def __init__(self, langs: Iterable[str] | None = None, model: str | None = None, model_path: str | None = None):
         self.langs = sorted(set(langs)) if langs is not None else None
-        self.model_path = model_path
+        self.model_path = model_path = chosen_model(model, model_path, required=False)
         self._identifier: Any = None
         self.fasttext = None if model_path is None else FastTextModel(Path(model_path))
         if self.fasttext is not None:
@@ -114,12 +116,14 @@ class LanguageFilter:
     ``{"en": 0.65, "zh": 0.5}``. A document in another language is dropped
     with reason ``"language.<code>"``; one in a kept language whose
     confidence is below that language's minimum with
-    ``"language.low_confidence"``.
+    ``"language.low_confidence"``. `langs` and `model` (old name
+    `model_path`) are `LanguageId`'s.
     """
 
     name = "language"
 
-    def __init__(self, keep: Mapping[str, float], langs: Iterable[str] | None = None, model_path: str | None = None):
+    def __init__(self, keep: Mapping[str, float], langs: Iterable[str] | None = None, model: str | None = None,
+                 model_path: str | None = None):
         if not keep:
             raise ValueError("LanguageFilter: keep is empty; give at least one language, "
                              "e.g. {'en': 0.65}")
@@ -127,7 +131,7 @@ class LanguageFilter:
             if not 0.0 <= minimum <= 1.0:
                 raise ValueError(f"LanguageFilter: keep[{lang!r}] = {minimum} is outside [0, 1]")
         self.keep = dict(keep)
-        self.identify = LanguageId(langs, model_path)
+        self.identify = LanguageId(langs, model, model_path)
 
     def check(self, lang: str, confidence: float) -> str | None:
         """The drop reason for an identified document, or None to keep it."""

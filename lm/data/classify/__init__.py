@@ -3,7 +3,9 @@
 Modules: `features` (hashed n-grams), `model` (classifier, training, file),
 `fasttext_model` (fastText models: load, score a label, train), `metrics`
 (ROC-AUC, precision, recall), `datasets` (labelled CSVs), `train` (training
-with a held-out report, either backend), `filters` (pipeline filters) and
+with a held-out report, either backend), `train_config` and `train_command`
+(`lm data train-classifier`: a training file in, a model and its report out),
+`filters` (pipeline filters), `model_file` (their `model` argument) and
 `badwords` (the word-list baseline).
 """
 

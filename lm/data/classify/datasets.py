@@ -7,7 +7,8 @@ Formats:
   `threat`, `insult`, `identity_hate`) is 1; recognised by its header;
 * `text,label` with label 0/1; recognised by its header;
 * any other: name `text_column` and `label_column`, and map the raw label
-  strings to 0/1 with `label_map`. `CSV_FORMATS` holds the settings for the
+  strings to 0/1 with `label_map` (values outside it get `other_label`, or are
+  skipped when that is None). `CSV_FORMATS` holds the settings for the
   Davidson, Surge and COLD files.
 
 A row that cannot be used (wrong number of fields, empty text, a label outside
@@ -18,7 +19,8 @@ the map) is skipped and recorded as "FILE:LINE: reason" in
 from __future__ import annotations
 
 import csv
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -39,11 +41,13 @@ CSV_FORMATS: dict[str, dict] = {
 
 @dataclass
 class LabelledTexts:
-    """Texts with 0/1 labels, and the rows that were skipped ("FILE:LINE: reason")."""
+    """Texts with 0/1 labels, the rows that were skipped ("FILE:LINE: reason"), and how often each raw
+    label string occurred in rows with text (`label_values`)."""
 
     texts: list[str]
     labels: np.ndarray
     skipped: list[str]
+    label_values: dict[str, int] = field(default_factory=dict)
 
 
 def load_labelled_csv(
@@ -52,16 +56,19 @@ def load_labelled_csv(
     text_column: str | None = None,
     label_column: str | None = None,
     label_map: dict[str, int] | None = None,
+    other_label: int | None = None,
 ) -> LabelledTexts:
     """Read a labelled CSV (Jigsaw, `text,label`, or named columns with a label map); see the module doc."""
     path = Path(path)
+    if other_label not in (None, 0, 1):
+        raise ValueError(f"other_label must be 0, 1 or None; got {other_label!r}")
     if (text_column is None) != (label_column is None):
         raise ValueError("give both text_column and label_column, or neither (to detect Jigsaw or text,label)")
     if label_map is not None and not set(label_map.values()) <= {0, 1}:
         raise ValueError(f"label_map values must be 0 or 1; got {label_map}")
     try:
         with open(path, encoding="utf-8-sig", newline="") as f:
-            return _read_rows(path, csv.reader(f), text_column, label_column, label_map)
+            return _read_rows(path, csv.reader(f), text_column, label_column, label_map, other_label)
     except FileNotFoundError:
         raise DataError(f"{path}: no such labelled CSV file") from None
     except UnicodeDecodeError as e:
@@ -69,7 +76,7 @@ def load_labelled_csv(
 
 
 def _read_rows(path: Path, reader, text_column: str | None, label_column: str | None,
-               label_map: dict[str, int] | None) -> LabelledTexts:
+               label_map: dict[str, int] | None, other_label: int | None) -> LabelledTexts:
     try:
         header = next(reader)
     except StopIteration:
@@ -94,6 +101,7 @@ def _read_rows(path: Path, reader, text_column: str | None, label_column: str | 
     texts: list[str] = []
     labels: list[int] = []
     skipped: list[str] = []
+    values: Counter[str] = Counter()
     line = reader.line_num + 1
     try:
         for row in reader:
@@ -104,16 +112,18 @@ def _read_rows(path: Path, reader, text_column: str | None, label_column: str | 
                 continue
             text = row[text_at]
             raw = [row[i].strip() for i in label_at]
-            bad = [value for value in raw if value not in mapping]
+            bad = [value for value in raw if value not in mapping] if other_label is None else []
             if not text.strip():
                 skipped.append(f"{where}: empty text")
-            elif bad:
+                continue
+            values.update(raw)
+            if bad:
                 skipped.append(f"{where}: label {bad[0]!r} not in {sorted(mapping)}")
             else:
                 texts.append(text)
-                labels.append(max(mapping[value] for value in raw))
+                labels.append(max(mapping.get(value, other_label) for value in raw))
     except csv.Error as e:
         raise DataError(f"{path}:{line}: malformed CSV ({e}); fix or remove that row") from None
     if not texts:
         raise DataError(f"{path}: no usable rows; first problems: {skipped[:3]}")
-    return LabelledTexts(texts, np.array(labels, dtype=np.int8), skipped)
+    return LabelledTexts(texts, np.array(labels, dtype=np.int8), skipped, dict(sorted(values.items())))

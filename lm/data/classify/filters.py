@@ -8,9 +8,11 @@
   agree: the keep probability of a document with score s is (2 - s) ** -alpha.
 * `ToxicityFilter` drops documents whose toxicity probability reaches a threshold.
 
-Both load a model written by `LinearClassifier.save` (.npz), or a supervised
-fastText model (.bin / .ftz: DCLM's quality classifier, one trained by
-`train_classifier(backend="fasttext")`, ...) scoring the probability of its
+Both load the file named by `model` (recipes: ``"model": "path/to/model.bin"``;
+``model_path`` is its old name, still accepted): a model written by
+`LinearClassifier.save` (.npz), or a supervised fastText model (.bin / .ftz:
+DCLM's quality classifier, one trained by `train_classifier(backend="fasttext")`
+or ``lm data train-classifier``, ...) scoring the probability of its
 `label` (default "1", i.e. ``__label__1``, what lm's trainer writes; DCLM's is
 "hq"). With `languages` set, a filter judges only documents of those languages
 and lets the others pass (a model trained on English says nothing about
@@ -28,6 +30,7 @@ from pathlib import Path
 
 from lm.data.classify.fasttext_model import FastTextModel, is_fasttext_path
 from lm.data.classify.model import LinearClassifier
+from lm.data.classify.model_file import chosen_model
 from lm.data.classify.train import text_unit
 
 DEFAULT_LABEL = "1"
@@ -48,8 +51,8 @@ class _ClassifierFilter:
 
     name = ""
 
-    def __init__(self, model_path: str | Path, languages: list[str] | None, label: str | None = None):
-        self.model_path = str(model_path)
+    def __init__(self, model_path: str, languages: list[str] | None, label: str | None = None):
+        self.model_path = model_path
         self.model = load_classifier(model_path, label)
         self.languages = None if languages is None else list(languages)
 
@@ -77,12 +80,15 @@ class QualityFilter(_ClassifierFilter):
     """Keep documents by quality score: `score >= threshold`, or GPT-3's Pareto rule with `pareto_alpha`.
 
     Give exactly one of `threshold` (in [0, 1]) and `pareto_alpha` (> 0; GPT-3 used 9).
+    `model` names the classifier file (`model_path` is its old name).
     """
 
     name = "quality_classifier"
 
-    def __init__(self, model_path: str | Path, threshold: float | None = None, pareto_alpha: float | None = None,
-                 seed: int = 0, languages: list[str] | None = None, label: str | None = None):
+    def __init__(self, model: str | Path | None = None, threshold: float | None = None,
+                 pareto_alpha: float | None = None, seed: int = 0, languages: list[str] | None = None,
+                 label: str | None = None, model_path: str | Path | None = None):
+        model_file = chosen_model(model, model_path, required=True)
         if (threshold is None) == (pareto_alpha is None):
             raise ValueError(
                 f"give exactly one of threshold (got {threshold}) and pareto_alpha (got {pareto_alpha}), "
@@ -91,7 +97,7 @@ class QualityFilter(_ClassifierFilter):
             raise ValueError(f"threshold={threshold}: must be in [0, 1]")
         if pareto_alpha is not None and not pareto_alpha > 0:
             raise ValueError(f"pareto_alpha={pareto_alpha}: must be > 0 (GPT-3 used 9)")
-        super().__init__(model_path, languages, label)
+        super().__init__(model_file, languages, label)
         self.threshold = threshold
         self.pareto_alpha = pareto_alpha
         self.seed = seed
@@ -108,15 +114,17 @@ class QualityFilter(_ClassifierFilter):
 
 
 class ToxicityFilter(_ClassifierFilter):
-    """Drop documents whose toxicity probability is >= `threshold`."""
+    """Drop documents whose toxicity probability is >= `threshold`; `model` names the classifier file
+    (`model_path` is its old name)."""
 
     name = "toxicity"
 
-    def __init__(self, model_path: str | Path, threshold: float = 0.5, languages: list[str] | None = None,
-                 label: str | None = None):
+    def __init__(self, model: str | Path | None = None, threshold: float = 0.5, languages: list[str] | None = None,
+                 label: str | None = None, model_path: str | Path | None = None):
+        model_file = chosen_model(model, model_path, required=True)
         if not 0 <= threshold <= 1:
             raise ValueError(f"threshold={threshold}: must be in [0, 1]")
-        super().__init__(model_path, languages, label)
+        super().__init__(model_file, languages, label)
         self.threshold = threshold
 
     def _judge(self, text: str, score: float) -> str | None:

@@ -1,8 +1,10 @@
-"""`lm data`: prepare a recipe's data, or reprint a finished run's report.
+"""`lm data`: prepare a recipe's data, reprint a finished run's report, or train a classifier for its steps.
 
     lm data prepare --config experiments/data/tiny_demo.py --output runs/data/tiny [--workers N] [--executor local|ray]
                     [--replan]
     lm data report runs/data/tiny
+    lm data train-classifier --config experiments/data/toxicity_classifier.py --output toxicity.bin
+                             [--backend lm|fasttext]
 
 SIGTERM or SIGINT stops `lm data prepare` after the tasks in flight with exit status
 75 (`lm.data.stop.PREEMPTED_EXIT`); the same command resumes.
@@ -44,9 +46,23 @@ def _report(args: argparse.Namespace, overrides: list[str]) -> None:
     print(path.read_text("utf-8"), end="")
 
 
+def _train_classifier(args: argparse.Namespace, overrides: list[str]) -> None:
+    import json
+
+    from lm.config import ConfigError
+    from lm.data.classify.train_command import summary_line, train_from_file
+
+    if overrides:
+        raise ConfigError("lm data train-classifier takes no --config.* overrides; edit the classifier file")
+    report = train_from_file(args.config, args.output, args.backend)
+    print(json.dumps(report, indent=2))
+    print(summary_line(report))
+
+
 def register(commands: argparse._SubParsersAction) -> None:
-    """Add `lm data prepare` and `lm data report`."""
-    data = commands.add_parser("data", help="prepare pretraining data from a recipe; show its report")
+    """Add `lm data prepare`, `lm data report` and `lm data train-classifier`."""
+    data = commands.add_parser("data", help="prepare pretraining data from a recipe; show its report; "
+                                            "train a classifier for its steps")
     sub = data.add_subparsers(dest="data_command", required=True)
     prep = sub.add_parser("prepare", help="run a recipe (resumes the run in --output)")
     prep.add_argument("--config", required=True, help="recipe file with get_recipe()")
@@ -59,3 +75,10 @@ def register(commands: argparse._SubParsersAction) -> None:
     rep = sub.add_parser("report", help="print a finished run's report.md")
     rep.add_argument("dir")
     rep.set_defaults(run=_report)
+    train = sub.add_parser("train-classifier", help="train a quality or toxicity classifier (lm or fastText) "
+                                                    "that the recipe steps load")
+    train.add_argument("--config", required=True, help="classifier file with get_classifier()")
+    train.add_argument("--output", required=True, help="model file: .npz (backend lm) or .bin (backend fasttext)")
+    train.add_argument("--backend", choices=("lm", "fasttext"), default=None,
+                       help="override the file's backend (default: the file's, else lm)")
+    train.set_defaults(run=_train_classifier)
