@@ -60,7 +60,7 @@ Step = Callable[[], float]  # one train step on the next batch, waited on; retur
 def lm_step(cfg: ml_collections.ConfigDict, graphdef: nnx.GraphDef, params: Any,
             batches: list[dict]) -> Step:
     """The trainer's jitted step (`jit_train_step`) cycling over `batches`."""
-    optimizer = make_optimizer(cfg.train, params)
+    optimizer = make_optimizer(cfg.train, params, cfg.model)
     state = jax.jit(lambda p: init_train_state(p, optimizer))(params)
     train_step = jit_train_step(graphdef, optimizer, cfg.train)
     count = 0

@@ -129,7 +129,7 @@ def compile_train_step(cfg: ml_collections.ConfigDict, batch: dict[str, jax.Arra
     (trace + lower + XLA compile: what the first call pays)."""
     m, t = cfg.model, cfg.train
     graphdef, params = build_model(m, t.seed)
-    optimizer = make_optimizer(t, params)
+    optimizer = make_optimizer(t, params, m)
     state = jax.jit(lambda p: init_train_state(p, optimizer))(params)
     del params  # the state holds its own copy
     train_step = jit_train_step(graphdef, optimizer, t)

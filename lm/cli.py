@@ -5,6 +5,7 @@
     lm train --config experiments/configs/llama_7b.py --compile-only --topology v5p:4x4x4
     lm sample --workdir runs/x --prompt "def " --max-new-tokens 64
     lm quickstart [--workdir runs/quickstart] [--config.train.steps=...]
+    lm mup coord-check --config FILE --widths 64,128,256,512 --steps 5 --out DIR
     lm fit --csv FILE --n-col COL --c-col COL --loss-col COL --method approach3
     lm sweep plan|run|status|slurm --config experiments/sweeps/NAME.py --workdir DIR
     lm sweep study --config experiments/studies/NAME.py --workdir DIR
@@ -166,6 +167,8 @@ def build_parser() -> argparse.ArgumentParser:
     register_eval(commands)
     from lm.data.prepare.cli import register as register_data
     register_data(commands)
+    from lm.train.mup_cli import register as register_mup
+    register_mup(commands)
     return parser
 
 

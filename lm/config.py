@@ -25,6 +25,7 @@ DTYPES = ("float32", "bfloat16")
 REMAT_POLICIES = ("none", "full", "dots")
 ATTENTION_KERNELS = ("einsum", "blockwise", "xla", "cudnn")
 SCHEDULES = ("cosine", "wsd", "constant")
+PARAMETRIZATIONS = ("sp", "mup")
 PIPELINE_SCHEDULES = ("auto", "gpipe", "circular", "1f1b")  # auto: circular if repeats > 1
 SPIKE_ACTIONS = ("none", "log", "skip", "rollback")
 TOKENIZER_TYPES = ("bpe", "unigram")
@@ -63,6 +64,11 @@ def default_config() -> ml_collections.ConfigDict:
     # layers per iteration of the layer scan (num_layers or more: fully unrolled); with remat
     # at most num_layers // 2, so remat still saves memory (lm.model.decoder.remat_unroll)
     m.scan_unroll = 1
+    # "sp": standard parametrization; "mup": muP (Yang et al. 2022, lm/model/mup.py) relative to a
+    # proxy of width mup_base_width (d_model) and head dim mup_base_head_dim (0: that width // num_heads)
+    m.parametrization = "sp"
+    m.mup_base_width = 0
+    m.mup_base_head_dim = 0
 
     c.data = ml_collections.ConfigDict()
     d = c.data
@@ -177,6 +183,11 @@ def validate(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
         fail("model.head_dim", f"must be >= 0 (0 means d_model // num_heads), got {m.head_dim}")
     if head_dim(m) % 2:
         fail("model.head_dim", f"rotary embeddings need an even head_dim, got {head_dim(m)}")
+    if m.parametrization == "mup" and m.mup_base_width <= 0 or m.mup_base_width < 0:
+        fail("model.mup_base_width", f"must be the proxy model's d_model (> 0) under muP, got "
+             f"{m.mup_base_width}; tune the learning rate at that width, then widen")
+    if m.mup_base_head_dim < 0:
+        fail("model.mup_base_head_dim", f"must be >= 0 (0: mup_base_width // num_heads), got {m.mup_base_head_dim}")
     if m.num_heads % m.num_kv_heads:
         fail("model.num_kv_heads", f"{m.num_kv_heads} kv heads do not divide num_heads="
               f"{m.num_heads}; use a divisor of num_heads (num_heads for MHA, 1 for MQA)")
@@ -188,6 +199,7 @@ def validate(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
         ("model.compute_dtype", m.compute_dtype, DTYPES),
         ("model.remat", m.remat, REMAT_POLICIES),
         ("model.attention", m.attention, ATTENTION_KERNELS),
+        ("model.parametrization", m.parametrization, PARAMETRIZATIONS),
         ("train.schedule", t.schedule, SCHEDULES),
         ("train.spike_action", t.spike_action, SPIKE_ACTIONS),
         ("data.tokenizer_type", d.tokenizer_type, TOKENIZER_TYPES),

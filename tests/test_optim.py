@@ -58,7 +58,7 @@ def test_decay_mask_spares_embeddings_and_norms_unless_asked():
 def test_global_norm_clipping_reaches_adam_moments(clip, expected_norm):
     t = train_cfg(clip_norm=clip, b1=0.9)
     params = {"w": jnp.zeros(2)}
-    opt = make_optimizer(t, params)
+    opt = make_optimizer(t, params, default_config().model)
     grads = {"w": jnp.array([3.0, 4.0])}  # norm 5
     _, state = opt.update(grads, opt.init(params), params)
     adam = [s for s in jax.tree.leaves(state, is_leaf=lambda x: hasattr(x, "mu")) if hasattr(s, "mu")][0]

@@ -27,6 +27,12 @@ MESHES = {
     "f2t2s2_1f1b_mb4": ({"data": 1, "fsdp": 2, "tensor": 2, "stage": 2},
                         {"microbatches": 4, "schedule": "1f1b"}),
 }
+# muP (lm.model.mup) on meshes, against a muP single-device reference: width multiplier 2
+MUP_MESHES = {
+    "mup_d2f2t2": ({"data": 2, "fsdp": 2, "tensor": 2}, {}),
+    "mup_f2t2s2_1f1b_mb4": ({"data": 1, "fsdp": 2, "tensor": 2, "stage": 2},
+                            {"microbatches": 4, "schedule": "1f1b"}),
+}
 
 SCRIPT = r'''
 import contextlib, json, sys
@@ -40,7 +46,7 @@ from lm.train.state import build_model
 from lm.train.optim import make_optimizer
 from lm.train.step import batch_loss_sums, init_train_state, make_train_step
 
-meshes = json.loads(sys.argv[1])
+meshes, mup_meshes = json.loads(sys.argv[1]), json.loads(sys.argv[2])
 assert jax.device_count() == 8, jax.device_count()
 cfg = default_config()
 m = cfg.model
@@ -69,7 +75,7 @@ def per_device(tree):  # the largest number of bytes any device holds
 def run(spec):
     if spec is None:  # the reference: one device, no mesh, no pipeline
         graphdef, params = build_model(m, t.seed)
-        optimizer = make_optimizer(t, params)
+        optimizer = make_optimizer(t, params, m)
         state = jax.jit(lambda p: init_train_state(p, optimizer))(params)
         step = jax.jit(make_train_step(graphdef, optimizer, grad_accum=1, z_loss=0.0))
         nll = lambda p, b: batch_loss_sums(graphdef, p, b)["nll"]
@@ -82,7 +88,7 @@ def run(spec):
         layout = parallelism_from_config(cfg)
         mesh, rules, pipeline = layout.mesh, layout.rules, layout.pipeline
         graphdef, params, shardings = shard_params_init(m, t.seed, mesh, rules)
-        optimizer = make_optimizer(t, params)
+        optimizer = make_optimizer(t, params, m)
         state_sh = train_state_shardings(optimizer, params, shardings, mesh)
         state = jax.jit(lambda p: init_train_state(p, optimizer), out_shardings=state_sh)(params)
         bsh = batch_sharding(mesh, rules)
@@ -120,6 +126,10 @@ def run(spec):
 results = {"single": run(None)}
 for name, spec in meshes.items():
     results[name] = run(spec)
+m.update(dict(parametrization="mup", mup_base_width=16))
+results["single_mup"] = run(None)
+for name, spec in mup_meshes.items():
+    results[name] = run(spec)
 print("RESULT" + json.dumps(results))
 '''
 
@@ -142,7 +152,7 @@ def _run_script() -> dict:
     env["XLA_FLAGS"] = ("--xla_force_host_platform_device_count=8 "
                         "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true")
     env["JAX_PLATFORMS"] = "cpu"
-    proc = subprocess.run([sys.executable, "-c", SCRIPT, json.dumps(MESHES)], env=env,
+    proc = subprocess.run([sys.executable, "-c", SCRIPT, json.dumps(MESHES), json.dumps(MUP_MESHES)], env=env,
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-4000:]
     line = next(l for l in proc.stdout.splitlines() if l.startswith("RESULT"))
@@ -154,24 +164,35 @@ def _close(a, b, rtol=1e-5, atol=1e-7):
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=rtol, atol=atol)
 
 
-@pytest.mark.parametrize("name", list(MESHES))
+def reference(name: str) -> str:
+    return "single_mup" if name in MUP_MESHES else "single"
+
+
+@pytest.mark.parametrize("name", [*MESHES, *MUP_MESHES])
 def test_gradients_equal_single_device(results, name):
-    ref, got = results["single"]["grads"], results[name]["grads"]
+    ref, got = results[reference(name)]["grads"], results[name]["grads"]
     assert ref.keys() == got.keys()
     for key in ref:
         scale = max(abs(x) for x in ref[key])
         _close(got[key], ref[key], atol=1e-6 * scale)
 
 
-@pytest.mark.parametrize("name", list(MESHES))
+@pytest.mark.parametrize("name", [*MESHES, *MUP_MESHES])
 def test_three_steps_give_the_same_losses_and_params(results, name):
-    ref, got = results["single"], results[name]
+    ref, got = results[reference(name)], results[name]
     _close(got["losses"], ref["losses"])
     _close(got["grad_norms"], ref["grad_norms"])
     assert len(set(ref["losses"])) == 3  # training moved
     for key in ref["params"]:
         _close(got["params"][key], ref["params"][key], atol=1e-6)
     assert got["specs_kept"]
+
+
+def test_mup_trains_differently_from_sp(results):
+    sp, mup = results["single"], results["single_mup"]
+    assert sp["grads"].keys() == mup["grads"].keys()
+    assert sp["losses"][0] != mup["losses"][0]  # the logits carry the 1/2 multiplier from the start
+    assert sp["losses"][-1] != mup["losses"][-1]
 
 
 def test_parameter_bytes_shrink_with_fsdp(results):

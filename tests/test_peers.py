@@ -122,7 +122,7 @@ def untied_run(bench):
     graphdef, params = build_model(cfg.model, cfg.train.seed)
     host_params = jax.tree.map(np.asarray, params)
     batches = bench.synthetic_batches(3, 2, 16, cfg.model.vocab_size, seed=1)
-    optimizer = make_optimizer(cfg.train, params)
+    optimizer = make_optimizer(cfg.train, params, cfg.model)
     state = init_train_state(params, optimizer)
     step = jax.jit(make_train_step(graphdef, optimizer, grad_accum=1, z_loss=0.0))
     losses = []

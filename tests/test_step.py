@@ -16,7 +16,7 @@ def setup(grad_accum=1, loss_chunk=0):
     t = default_config().train
     t.update(steps=10, warmup_steps=0, lr=1e-2, grad_accum=grad_accum)
     graphdef, params = build_model(m, 0)
-    optimizer = make_optimizer(t, params)
+    optimizer = make_optimizer(t, params, m)
     step = jax.jit(make_train_step(graphdef, optimizer, grad_accum=grad_accum, z_loss=1e-4,
                                    loss_chunk=loss_chunk))
     return graphdef, init_train_state(params, optimizer), step, m

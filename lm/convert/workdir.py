@@ -28,7 +28,7 @@ def write_workdir(cfg: ml_collections.ConfigDict, params: dict[str, Any], workdi
     config.json and experiment.py, into `workdir`. The tokenizer is placed by the caller."""
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    state = init_train_state(params, make_optimizer(cfg.train, params))
+    state = init_train_state(params, make_optimizer(cfg.train, params, cfg.model))
     checkpointer = Checkpointer(workdir / "checkpoints", keep_last=cfg.train.keep_last, async_save=False)
     try:
         checkpointer.save(0, state, FRESH_DATA_STATE, meta)

@@ -11,6 +11,7 @@ import ml_collections
 from flax import nnx
 
 from lm.config import head_dim
+from lm.model import mup
 from lm.model.layers import MLP, Attention, KVCache, RMSNorm, logical_param, project
 from lm.parallel.sharding import constrain
 
@@ -47,22 +48,32 @@ class Block(nnx.Module):
 
     def __init__(self, m: ml_collections.ConfigDict, *, rngs: nnx.Rngs):
         pdt, cdt = jnp.dtype(m.param_dtype), jnp.dtype(m.compute_dtype)
-        out_std = m.init_std / math.sqrt(2 * m.num_layers)
+        std = mup.hidden_init_std(m, m.init_std)  # m.init_std under SP
+        out_std = std / math.sqrt(2 * m.num_layers)
         self.attn_norm = RMSNorm(m.d_model, eps=m.norm_eps, param_dtype=pdt)
         self.attn = Attention(d_model=m.d_model, num_heads=m.num_heads, num_kv_heads=m.num_kv_heads,
-                              head_dim=head_dim(m), rope_theta=m.rope_theta, init_std=m.init_std,
+                              head_dim=head_dim(m), rope_theta=m.rope_theta, init_std=std,
                               out_std=out_std, param_dtype=pdt, compute_dtype=cdt, rngs=rngs,
-                              kernel=m.attention, block=m.attention_block)
+                              kernel=m.attention, block=m.attention_block,
+                              scale=mup.attention_scale(m))
         self.mlp_norm = RMSNorm(m.d_model, eps=m.norm_eps, param_dtype=pdt)
-        self.mlp = MLP(d_model=m.d_model, d_ff=m.d_ff, init_std=m.init_std, out_std=out_std,
+        self.mlp = MLP(d_model=m.d_model, d_ff=m.d_ff, init_std=std, out_std=out_std,
                        param_dtype=pdt, compute_dtype=cdt, rngs=rngs)
 
     def __call__(self, x_BxLxD: jax.Array, positions_BxL: jax.Array, segment_ids_BxL: jax.Array,
                  cache: KVCache | None = None) -> tuple[jax.Array, KVCache | None]:
-        h, cache = self.attn(self.attn_norm(x_BxLxD), positions_BxL, segment_ids_BxL, cache)
-        x_BxLxD = constrain(x_BxLxD + h, ("batch", "seq", "embed"))
-        x_BxLxD = x_BxLxD + self.mlp(self.mlp_norm(x_BxLxD))
-        return constrain(x_BxLxD, ("batch", "seq", "embed")), cache
+        x_BxLxD, cache, _ = self.with_branches(x_BxLxD, positions_BxL, segment_ids_BxL, cache)
+        return x_BxLxD, cache
+
+    def with_branches(self, x_BxLxD: jax.Array, positions_BxL: jax.Array, segment_ids_BxL: jax.Array,
+                      cache: KVCache | None = None) -> tuple[jax.Array, KVCache | None, dict]:
+        """The block's output and cache, and its two residual branches' outputs {"attn", "mlp"}
+        (what the muP coordinate check measures)."""
+        attn_BxLxD, cache = self.attn(self.attn_norm(x_BxLxD), positions_BxL, segment_ids_BxL, cache)
+        x_BxLxD = constrain(x_BxLxD + attn_BxLxD, ("batch", "seq", "embed"))
+        mlp_BxLxD = self.mlp(self.mlp_norm(x_BxLxD))
+        x_BxLxD = constrain(x_BxLxD + mlp_BxLxD, ("batch", "seq", "embed"))
+        return x_BxLxD, cache, {"attn": attn_BxLxD, "mlp": mlp_BxLxD}
 
 
 class Decoder(nnx.Module):
@@ -73,6 +84,7 @@ class Decoder(nnx.Module):
         self.compute_dtype = jnp.dtype(m.compute_dtype)
         self.remat = m.remat
         self.scan_unroll = m.scan_unroll
+        self.output_multiplier = mup.output_multiplier(m)  # 1 under SP
         init = nnx.initializers.normal(m.init_std)
         self.embed = logical_param(rngs, init, (m.vocab_size, m.d_model), ("vocab", "embed"), pdt)
 
@@ -101,8 +113,11 @@ class Decoder(nnx.Module):
         return x_BxLxD
 
     def head_matrix(self) -> jax.Array:
-        """The output projection [D, vocab] in the compute dtype (the embedding's transpose when tied)."""
+        """The output projection [D, vocab] in the compute dtype (the embedding's transpose when
+        tied), times muP's output multiplier."""
         head_DxV = self.embed[...].T if self.head is None else self.head[...]
+        if self.output_multiplier != 1.0:
+            head_DxV = head_DxV * self.output_multiplier
         return head_DxV.astype(self.compute_dtype)
 
     def logits(self, x_BxLxD: jax.Array) -> jax.Array:

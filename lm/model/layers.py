@@ -85,13 +85,14 @@ def attention_mask(segment_ids_BxL: jax.Array) -> jax.Array:
 
 
 def attend(q_BxLxHxK: jax.Array, k_BxSxKVxK: jax.Array, v_BxSxKVxK: jax.Array,
-           mask_BxLxS: jax.Array) -> jax.Array:
-    """Softmax attention with grouped-query heads; logits and softmax in float32."""
+           mask_BxLxS: jax.Array, scale: float | None = None) -> jax.Array:
+    """Softmax attention with grouped-query heads; logits (q.k times `scale`, default
+    1/sqrt(head_dim)) and softmax in float32."""
     b, length, heads, dim = q_BxLxHxK.shape
     kv_heads = k_BxSxKVxK.shape[2]
     q_BxLxKVxGxK = q_BxLxHxK.reshape(b, length, kv_heads, heads // kv_heads, dim)
     logits = jnp.einsum("blkgd,bskd->bkgls", q_BxLxKVxGxK, k_BxSxKVxK,
-                        preferred_element_type=jnp.float32) / math.sqrt(dim)
+                        preferred_element_type=jnp.float32) * _scale(scale, dim)
     logits = jnp.where(mask_BxLxS[:, None, None], logits, jnp.finfo(jnp.float32).min)
     probs = jax.nn.softmax(logits, axis=-1).astype(v_BxSxKVxK.dtype)
     out = jnp.einsum("bkgls,bskd->blkgd", probs, v_BxSxKVxK)
@@ -99,7 +100,7 @@ def attend(q_BxLxHxK: jax.Array, k_BxSxKVxK: jax.Array, v_BxSxKVxK: jax.Array,
 
 
 def attend_blockwise(q_BxLxHxK: jax.Array, k_BxLxKVxK: jax.Array, v_BxLxKVxK: jax.Array,
-                     mask_BxLxL: jax.Array, block: int) -> jax.Array:
+                     mask_BxLxL: jax.Array, block: int, scale: float | None = None) -> jax.Array:
     """Causal self-attention that skips the key blocks above the diagonal.
 
     Queries are split into blocks of `block` positions; block i attends to keys
@@ -120,7 +121,7 @@ def attend_blockwise(q_BxLxHxK: jax.Array, k_BxLxKVxK: jax.Array, v_BxLxKVxK: ja
     for start in range(0, length, block):
         end = min(start + block, length)
         logits = jnp.einsum("bkgqd,bksd->bkgqs", q_BxKVxGxLxK[:, :, :, start:end],
-                            k_BxKVxLxK[:, :, :end], preferred_element_type=jnp.float32) / math.sqrt(dim)
+                            k_BxKVxLxK[:, :, :end], preferred_element_type=jnp.float32) * _scale(scale, dim)
         mask_Bx1x1xQxS = mask_BxLxL[:, None, None, start:end, :end]
         logits = jnp.where(mask_Bx1x1xQxS, logits, jnp.finfo(jnp.float32).min)
         probs = jax.nn.softmax(logits, axis=-1).astype(v_BxLxKVxK.dtype)
@@ -130,10 +131,14 @@ def attend_blockwise(q_BxLxHxK: jax.Array, k_BxLxKVxK: jax.Array, v_BxLxKVxK: ja
 
 
 def attend_fused(q_BxLxHxK: jax.Array, k_BxSxKVxK: jax.Array, v_BxSxKVxK: jax.Array,
-                 mask_BxLxS: jax.Array, implementation: str) -> jax.Array:
+                 mask_BxLxS: jax.Array, implementation: str, scale: float | None = None) -> jax.Array:
     """`attend` through `jax.nn.dot_product_attention` ("xla" or "cudnn" kernels)."""
-    return jax.nn.dot_product_attention(q_BxLxHxK, k_BxSxKVxK, v_BxSxKVxK,
+    return jax.nn.dot_product_attention(q_BxLxHxK, k_BxSxKVxK, v_BxSxKVxK, scale=scale,
                                         mask=mask_BxLxS[:, None], implementation=implementation)
+
+
+def _scale(scale: float | None, dim: int) -> float:
+    return 1.0 / math.sqrt(dim) if scale is None else scale
 
 
 class KVCache(NamedTuple):
@@ -150,10 +155,11 @@ class Attention(nnx.Module):
     def __init__(self, *, d_model: int, num_heads: int, num_kv_heads: int, head_dim: int,
                  rope_theta: float, init_std: float, out_std: float,
                  param_dtype: jnp.dtype, compute_dtype: jnp.dtype, rngs: nnx.Rngs,
-                 kernel: str = "einsum", block: int = 128):
+                 kernel: str = "einsum", block: int = 128, scale: float | None = None):
         init, out_init = nnx.initializers.normal(init_std), nnx.initializers.normal(out_std)
         d, h, kv, k = d_model, num_heads, num_kv_heads, head_dim
         self.kernel, self.block = kernel, block
+        self.scale = scale  # on q.k; None: 1/sqrt(head_dim) (muP: lm.model.mup.attention_scale)
         self.wq = logical_param(rngs, init, (d, h, k), ("embed", "heads", "head_dim"), param_dtype)
         self.wk = logical_param(rngs, init, (d, kv, k), ("embed", "kv_heads", "head_dim"), param_dtype)
         self.wv = logical_param(rngs, init, (d, kv, k), ("embed", "kv_heads", "head_dim"), param_dtype)
@@ -178,11 +184,11 @@ class Attention(nnx.Module):
             key_pos_S = jnp.arange(k.shape[1])
             mask_BxLxS = key_pos_S[None, None, :] <= positions_BxL[:, :, None]
         if self.kernel == "blockwise" and cache is None:
-            out = attend_blockwise(q, k, v, mask_BxLxS, self.block)
+            out = attend_blockwise(q, k, v, mask_BxLxS, self.block, self.scale)
         elif self.kernel in ("einsum", "blockwise"):
-            out = attend(q, k, v, mask_BxLxS)
+            out = attend(q, k, v, mask_BxLxS, self.scale)
         else:
-            out = attend_fused(q, k, v, mask_BxLxS, self.kernel)
+            out = attend_fused(q, k, v, mask_BxLxS, self.kernel, self.scale)
         y = project(out, self.wo[...].astype(dt), contract=2)
         return y, cache
 

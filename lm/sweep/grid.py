@@ -151,10 +151,11 @@ def _family(value: Any) -> ShapeFamily:
             _fail(f"family.{key}", "unknown key" + (f"; did you mean 'family.{near[0]}'?" if near else
                                                     f"; known: {', '.join(names)}"))
     family = ShapeFamily(**value)
-    for name in ("head_dim", "ffn_multiple"):
+    for name in ("head_dim", "ffn_multiple", "num_layers"):
         v = getattr(family, name)
-        if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
-            _fail(f"family.{name}", f"must be a positive integer, got {v!r}")
+        least = 0 if name == "num_layers" else 1  # num_layers 0: any depth in the aspect band
+        if isinstance(v, bool) or not isinstance(v, int) or v < least:
+            _fail(f"family.{name}", f"must be an integer >= {least}, got {v!r}")
     if family.head_dim % 2:
         _fail("family.head_dim", f"rotary embeddings need an even head_dim, got {family.head_dim}")
     if not 0 < family.min_aspect <= family.max_aspect:

@@ -8,7 +8,9 @@ The shape family (`ShapeFamily`) is the rule every planned model follows:
 - an aspect ratio d_model / num_layers inside [min_aspect, max_aspect] (Kaplan et al.
   2020 find that at fixed N the loss changes by only a few percent over a wide range of
   aspect ratios; the default band is 32-64);
-- a SwiGLU width d_ff = 8/3 d_model rounded to the nearest multiple of `ffn_multiple`.
+- a SwiGLU width d_ff = 8/3 d_model rounded to the nearest multiple of `ffn_multiple`;
+- with `num_layers` > 0, that depth for every shape and no aspect band: a width sweep (muP's
+  learning-rate transfer, experiments/sweeps/mup_transfer_cpu.py).
 
 Among the family's shapes the planner takes the one whose parameter count (total or
 non-embedding, the caller says which; counted by `lm.scaling.counts.param_counts`)
@@ -41,6 +43,7 @@ class ShapeFamily:
     min_aspect: float = 32.0
     max_aspect: float = 64.0
     ffn_multiple: int = 64
+    num_layers: int = 0  # > 0: every shape has this depth, whatever its aspect (width sweeps)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,7 +79,9 @@ def family_shapes(family: ShapeFamily, max_d_model: int) -> list[Shape]:
     shapes = []
     for d in range(family.head_dim, max_d_model + 1, family.head_dim):
         d_ff = max(family.ffn_multiple, round(8 / 3 * d / family.ffn_multiple) * family.ffn_multiple)
-        for layers in range(max(1, math.ceil(d / family.max_aspect)), int(d // family.min_aspect) + 1):
+        depths = ([family.num_layers] if family.num_layers else
+                  range(max(1, math.ceil(d / family.max_aspect)), int(d // family.min_aspect) + 1))
+        for layers in depths:
             heads = d // family.head_dim
             shapes.append(Shape(layers, d, heads, heads, d_ff))
     return shapes
@@ -94,6 +99,8 @@ def shape_for_params(target: float, base_model: ml_collections.ConfigDict, famil
         raise ConfigError(f"n_kind {n_kind!r} is not one of {', '.join(N_KINDS)}")
     # 12 L d^2 (the non-embedding count) with L >= d / max_aspect bounds d_model from above.
     max_d = int((target * family.max_aspect / 12) ** (1 / 3) * 1.5) + family.head_dim
+    if family.num_layers:  # 12 L d^2 with L fixed
+        max_d = int(math.sqrt(target / (12 * family.num_layers)) * 1.5) + family.head_dim
     middle = math.sqrt(family.min_aspect * family.max_aspect)
     base_fields = base_model.to_dict()
     scored = []

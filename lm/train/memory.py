@@ -128,7 +128,7 @@ def lower_train_step(cfg: ml_collections.ConfigDict,
     graphdef, state = nnx.split(model)
     params = jax.tree.map(lambda v: jax.ShapeDtypeStruct(v.shape, v.dtype), state.to_pure_dict())
     param_sh = param_shardings(model, mesh, rules)
-    optimizer = make_optimizer(t, params)
+    optimizer = make_optimizer(t, params, m)
     state_sh = train_state_shardings(optimizer, params, param_sh, mesh)
     abstract_state = jax.eval_shape(lambda p: init_train_state(p, optimizer), params)
     abstract_state = jax.tree.map(lambda a, sh: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sh),

@@ -9,6 +9,8 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
+from lm.model import mup
+
 
 def lr_schedule(t: ml_collections.ConfigDict) -> optax.Schedule:
     """Linear warmup to `t.lr`, then cosine or warmup-stable-decay (WSD) to `lr * min_lr_ratio`.
@@ -80,10 +82,27 @@ def clip_by_global_norm(max_norm: float) -> optax.GradientTransformation:
     return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
 
 
-def make_optimizer(t: ml_collections.ConfigDict, params: Any) -> optax.GradientTransformation:
-    """Global-norm clipping, then AdamW on the schedule with the decay mask."""
+def scale_by_multipliers(multipliers: Any) -> optax.GradientTransformation:
+    """Multiply each leaf's update by its constant from `multipliers` (a pytree of floats
+    shaped like the params): per-parameter learning rates after AdamW, whose decoupled
+    weight decay then scales with the same factor, as in muP's MuAdamW."""
+
+    def update(updates: Any, state: optax.EmptyState, params: Any = None):
+        del params
+        return jax.tree.map(lambda u, k: u if k == 1.0 else u * jnp.asarray(k, u.dtype),
+                            updates, multipliers), state
+
+    return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
+
+
+def make_optimizer(t: ml_collections.ConfigDict, params: Any,
+                   m: ml_collections.ConfigDict) -> optax.GradientTransformation:
+    """Global-norm clipping, then AdamW on the schedule with the decay mask; under muP
+    (`m.parametrization`), then the per-parameter learning-rate multipliers."""
     adamw = optax.adamw(lr_schedule(t), b1=t.b1, b2=t.b2, eps=t.eps,
                         weight_decay=t.weight_decay, mask=weight_decay_mask(params, t))
-    if t.clip_norm > 0:
-        return optax.chain(clip_by_global_norm(t.clip_norm), adamw)
-    return adamw
+    parts = [clip_by_global_norm(t.clip_norm)] if t.clip_norm > 0 else []
+    parts.append(adamw)
+    if mup.is_mup(m):
+        parts.append(scale_by_multipliers(mup.lr_multipliers(params, m)))
+    return parts[0] if len(parts) == 1 else optax.chain(*parts)

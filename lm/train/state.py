@@ -70,7 +70,7 @@ def state_layout(cfg: ml_collections.ConfigDict, mesh: Mesh, rules: Rules) -> St
     graphdef, _ = nnx.split(model)
     _, params = abstract_params(cfg.model, cfg.train.seed)
     param_sh = param_shardings(model, mesh, rules)
-    optimizer = make_optimizer(cfg.train, params)
+    optimizer = make_optimizer(cfg.train, params, cfg.model)
     state_sh = train_state_shardings(optimizer, params, param_sh, mesh)
     abstract = jax.tree.map(lambda a, sh: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sh),
                             jax.eval_shape(lambda p: init_train_state(p, optimizer), params), state_sh)
@@ -99,7 +99,7 @@ def restore_params(workdir: Path, cfg: ml_collections.ConfigDict, *, command: st
     checksums but never moved aside (a trainer may be running); `command` names the warnings."""
     graphdef, shapes = abstract_params(cfg.model)
     one_device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-    optimizer = make_optimizer(cfg.train, shapes)
+    optimizer = make_optimizer(cfg.train, shapes, cfg.model)
     abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=one_device),
                             jax.eval_shape(lambda p: init_train_state(p, optimizer), shapes))
     warn: Callable[[str], None] = lambda message: print(  # noqa: E731
