@@ -37,6 +37,16 @@ def leaves(params) -> dict[str, np.ndarray]:
     return {jax.tree_util.keystr(k): np.asarray(v) for k, v in jax.tree_util.tree_leaves_with_path(params)}
 
 
+def one_update(optimizer, grads, params, steps: int = 1):
+    """The optimizer's update after `steps` updates with the same gradients, jitted."""
+    def run(grads, params):
+        state = optimizer.init(params)
+        for _ in range(steps):
+            updates, state = optimizer.update(grads, state, params)
+        return updates
+    return jax.jit(run)(grads, params)
+
+
 def test_at_the_proxy_width_mup_is_sp():
     sp = tiny_model_config()
     at_proxy = mup_config(mup_base_width=sp.d_model, mup_base_head_dim=sp.d_model // sp.num_heads)
@@ -49,9 +59,8 @@ def test_at_the_proxy_width_mup_is_sp():
                                   forward1(nnx.merge(g_sp, p_sp), tokens))
     grads = jax.tree.map(lambda p: jnp.ones_like(p) * 0.01, p_sp)
     t = train_config()
-    u_sp, _ = make_optimizer(t, p_sp, sp).update(grads, make_optimizer(t, p_sp, sp).init(p_sp), p_sp)
-    opt = make_optimizer(t, p_mup, at_proxy)
-    u_mup, _ = opt.update(grads, opt.init(p_mup), p_mup)
+    u_sp, u_mup = (one_update(make_optimizer(t, p, m), grads, p)
+                   for m, p in ((sp, p_sp), (at_proxy, p_mup)))
     for key, value in leaves(u_sp).items():
         np.testing.assert_allclose(leaves(u_mup)[key], value, rtol=1e-6)
 
@@ -81,13 +90,9 @@ def test_adam_updates_of_hidden_matrices_are_divided_by_the_width_multiplier():
     _, params = build_model(m, 0)
     grads = jax.tree.map(lambda p: jnp.full_like(p, 0.003), params)
     t = train_config(clip_norm=0.0)
-    updates = {}
-    for name, model in (("sp", sp), ("mup", m)):
-        opt = make_optimizer(t, params, model)
-        state = opt.init(params)
-        for _ in range(2):  # past the first step, with weight decay on the matrices
-            u, state = opt.update(grads, state, params)
-        updates[name] = leaves(u)
+    # past the first step, with weight decay on the matrices
+    updates = {name: leaves(one_update(make_optimizer(t, params, model), grads, params, steps=2))
+               for name, model in (("sp", sp), ("mup", m))}
     for key, value in updates["sp"].items():
         factor = 0.25 if any(n in key for n in mup.HIDDEN_MATRICES) else 1.0
         np.testing.assert_allclose(updates["mup"][key], value * factor, rtol=1e-6, err_msg=key)
