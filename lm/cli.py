@@ -9,6 +9,7 @@
     lm fit --csv FILE --n-col COL --c-col COL --loss-col COL --method approach3
     lm sweep plan|run|status|slurm --config experiments/sweeps/NAME.py --workdir DIR
     lm sweep study --config experiments/studies/NAME.py --workdir DIR
+    lm sweep eval --workdir DIR --task indentation brackets [--limit N] [--plot PNG]
 
 Bad input exits non-zero with one line naming the field or file.
 """

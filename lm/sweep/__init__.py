@@ -10,5 +10,8 @@
     study.py    `lm sweep study`: several sweeps, a fit per step, a backtest run (study files
                 in study_file.py; fits in study_fit.py; the backtest sweep in
                 study_backtest.py; study.md in study_report.py)
-    cli.py      `lm sweep plan | run | status | slurm | study`
+    task_eval.py  `lm sweep eval`: task metrics of every run and kept checkpoint (the table:
+                task_table.py)
+    task_plots.py their plots against compute and held-out loss, and where they jump
+    cli.py      `lm sweep plan | run | status | eval | slurm | study`
 """

@@ -4,6 +4,8 @@
     lm sweep run    --config FILE --workdir DIR [--parallel K] [--stop-timeout S]
                     [--config.S.F=V ...]
     lm sweep status --workdir DIR
+    lm sweep eval   --workdir DIR --task TASK [TASK ...] [--num-fewshot K] [--limit N]
+                    [--checkpoints all|final] [--plot PNG]
     lm sweep slurm  --config FILE --workdir DIR [--partition P --time T --gpus-per-node G
                     --nodes N --signal SIG@SECONDS --no-requeue] [--submit] [--config.S.F=V ...]
     lm sweep study  --config experiments/studies/NAME.py --workdir DIR [--parallel K]
@@ -63,6 +65,20 @@ def _status(args: argparse.Namespace, overrides: list[str]) -> None:
     print(status_report(Path(args.workdir)))
 
 
+def _eval(args: argparse.Namespace, overrides: list[str]) -> None:
+    from lm.sweep.task_eval import evaluate_sweep
+    from lm.sweep.task_table import read_task_results
+
+    if overrides:
+        raise ConfigError("lm sweep eval takes no --config.* overrides; each run's config is used")
+    path = evaluate_sweep(Path(args.workdir), args.task, num_fewshot=args.num_fewshot, limit=args.limit,
+                          checkpoints=args.checkpoints)
+    if args.plot:
+        from lm.sweep.task_plots import plot_task_metrics
+
+        print(f"[sweep eval] plot: {plot_task_metrics(read_task_results(path), Path(args.plot))}")
+
+
 def _study(args: argparse.Namespace, overrides: list[str]) -> None:
     from lm.sweep.study import StudyError, run_study
 
@@ -99,7 +115,7 @@ def _slurm(args: argparse.Namespace, overrides: list[str]) -> None:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add `sweep` and its subcommands (plan, run, status, slurm, study) to the `lm` parser; each
+    """Add `sweep` and its subcommands (plan, run, status, eval, slurm, study) to the `lm` parser; each
     sets `run(args, overrides)` like the other `lm` commands."""
     sweep = subparsers.add_parser("sweep", help="plan, run and inspect scaling-law sweeps",
                                   description=__doc__,
@@ -122,6 +138,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     status = commands.add_parser("status", help="show each run's status; write results.csv")
     status.add_argument("--workdir", required=True)
     status.set_defaults(run=_status)
+
+    evaluate = commands.add_parser("eval", help="few-shot task metrics of every finished run and its "
+                                   "kept checkpoints; write task_results.csv (resumable)")
+    evaluate.add_argument("--workdir", required=True, help="sweep directory")
+    evaluate.add_argument("--task", required=True, nargs="+", action="extend", metavar="TASK",
+                          help="names of files in experiments/tasks/ or paths to task files")
+    evaluate.add_argument("--num-fewshot", type=int, help="shots per prompt (default: the task's)")
+    evaluate.add_argument("--limit", type=int, help="evaluate only the first N examples of each task")
+    evaluate.add_argument("--checkpoints", choices=("all", "final"), default="all",
+                          help="every checkpoint kept along each run (default) or its final one")
+    evaluate.add_argument("--plot", metavar="PNG", help="also draw the task metrics against compute "
+                          "and held-out loss (lm.sweep.task_plots) into this PNG")
+    evaluate.set_defaults(run=_eval)
 
     slurm = commands.add_parser("slurm", help="write (and --submit) a Slurm job array, one task per run")
     slurm.add_argument("--config", required=True, help="sweep file with get_sweep()")

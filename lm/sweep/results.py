@@ -64,6 +64,13 @@ def final_train_loss(losses: Sequence[float]) -> float:
     return sum(losses[-count:]) / count
 
 
+def flops_per_token(spec: RunSpec) -> dict[str, float]:
+    """Training FLOPs per token of a run in the three conventions of the flops_* columns."""
+    cfg = spec.config()
+    return {"flops_6n_total": 6.0 * spec.n_total, "flops_6n_non_embedding": 6.0 * spec.n_non_embedding,
+            "flops_exact": train_flops_per_token(cfg.model, cfg.data.seq_len)}
+
+
 def hparam_fields(fields: Iterable[str]) -> tuple[str, ...]:
     """The fields with an hp.* column in results.csv when a sweep's rules and tune set
     `fields`: train.lr and train.warmup_steps always, then every other field of `fields`
@@ -104,9 +111,7 @@ def _rows(kind: str, runs: Sequence[tuple[RunSpec, str, Path]],
     for spec, status, run_dir in runs:
         cfg = spec.config()
         m, seq_len, batch = cfg.model, cfg.data.seq_len, cfg.train.batch_size
-        per_token = {"flops_6n_total": 6.0 * spec.n_total,
-                     "flops_6n_non_embedding": 6.0 * spec.n_non_embedding,
-                     "flops_exact": train_flops_per_token(m, seq_len)}
+        per_token = flops_per_token(spec)
         row = {"run": spec.name, "status": status, "kind": kind,
                "budget": spec.budget, "d_model": m.d_model, "num_layers": m.num_layers,
                "num_heads": m.num_heads, "num_kv_heads": m.num_kv_heads, "d_ff": m.d_ff,

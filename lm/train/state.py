@@ -92,11 +92,12 @@ def read_run_config(workdir: Path) -> ml_collections.ConfigDict:
     return from_json_dict(json.loads(path.read_text()))
 
 
-def restore_params(workdir: Path, cfg: ml_collections.ConfigDict, *, command: str = "lm"
-                   ) -> tuple[nnx.GraphDef, dict[str, Any], int]:
-    """The graph definition, the newest checkpoint's parameters and its step, for the run in
-    `workdir`, on one device whatever mesh saved them. The checkpoint is verified against its
-    checksums but never moved aside (a trainer may be running); `command` names the warnings."""
+def restore_params(workdir: Path, cfg: ml_collections.ConfigDict, *, command: str = "lm",
+                   step: int | None = None) -> tuple[nnx.GraphDef, dict[str, Any], int]:
+    """The graph definition, the parameters of checkpoint `step` (default: the newest) and
+    its step, for the run in `workdir`, on one device whatever mesh saved them. The checkpoint
+    is verified against its checksums but never moved aside (a trainer may be running);
+    `command` names the warnings."""
     graphdef, shapes = abstract_params(cfg.model)
     one_device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
     optimizer = make_optimizer(cfg.train, shapes, cfg.model)
@@ -106,7 +107,7 @@ def restore_params(workdir: Path, cfg: ml_collections.ConfigDict, *, command: st
         f"{command}: warning: {message}", file=sys.stderr, flush=True)
     checkpointer = Checkpointer(Path(workdir) / "checkpoints", keep_last=cfg.train.keep_last)
     try:
-        step = checkpointer.latest_step()
+        step = checkpointer.latest_step() if step is None else step
         if step is None:
             raise FileNotFoundError(f"no checkpoint in {Path(workdir) / 'checkpoints'}; train first")
         state, _, _ = checkpointer.restore(step, abstract, warn=warn)
