@@ -4,6 +4,8 @@
     lm train --config experiments/configs/llama_7b.py --compile-only --devices 256 --config.mesh.fsdp=-1
     lm train --config experiments/configs/llama_7b.py --compile-only --topology v5p:4x4x4
     lm sample --workdir runs/x --prompt "def " --max-new-tokens 64
+    lm finetune --workdir runs/x --data sft.jsonl --output runs/x-sft [--config.train.steps=300]
+    lm sample --workdir runs/x-sft --chat --prompt "Repeat the last word of: a b c"
     lm quickstart [--workdir runs/quickstart] [--config.train.steps=...]
     lm mup coord-check --config FILE --widths 64,128,256,512 --steps 5 --out DIR
     lm fit --csv FILE --n-col COL --c-col COL --loss-col COL --method approach3
@@ -91,9 +93,16 @@ def _sample(args: argparse.Namespace, overrides: list[str]) -> None:
     workdir = Path(args.workdir)
     cfg = read_run_config(workdir)
     s = cfg.sample
+    template = None
+    if getattr(args, "chat", False):  # the prompt is a user message, rendered as in fine-tuning
+        from lm.finetune.chat import load_template, render, response_text
+        template = load_template(workdir)
     graphdef, params, step = restore_params(workdir, cfg, command="lm sample")
     tokenizer = Tokenizer.load(run_tokenizer_path(cfg.data, workdir))
     prompt = [tokenizer.bos_id] + tokenizer.encode(args.prompt)
+    if template is not None:
+        prompt = render([{"role": "user", "content": args.prompt}], template, tokenizer,
+                        generation_prompt=True)[0].tolist()
     max_new = args.max_new_tokens or s.max_new_tokens
     if len(prompt) + max_new > cfg.model.max_seq_len:
         raise ConfigError(f"prompt ({len(prompt)} tokens) plus --max-new-tokens {max_new} exceeds "
@@ -107,7 +116,9 @@ def _sample(args: argparse.Namespace, overrides: list[str]) -> None:
     for row in jax.device_get(tokens).tolist():
         if tokenizer.eos_id in row:
             row = row[:row.index(tokenizer.eos_id)]
-        print(f"--- sample (step {step}) ---\n{args.prompt}{tokenizer.decode(row)}")
+        text = tokenizer.decode(row)
+        text = f"{args.prompt}{text}" if template is None else response_text(text, template)
+        print(f"--- sample (step {step}) ---\n{text}")
 
 
 def _quickstart(args: argparse.Namespace, overrides: list[str]) -> None:
@@ -151,6 +162,8 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--top-k", type=int)
     sample.add_argument("--top-p", type=float)
     sample.add_argument("--seed", type=int, default=0)
+    sample.add_argument("--chat", action="store_true", help="the prompt is a user message: apply "
+                        "the workdir's chat template (lm finetune) and print the response")
     sample.set_defaults(run=_sample)
 
     quick = commands.add_parser("quickstart", help="train the default model on the Python "
@@ -170,6 +183,8 @@ def build_parser() -> argparse.ArgumentParser:
     register_data(commands)
     from lm.train.mup_cli import register as register_mup
     register_mup(commands)
+    from lm.finetune.cli import register as register_finetune
+    register_finetune(commands)
     return parser
 
 

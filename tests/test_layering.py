@@ -1,7 +1,7 @@
 """The import order of lm's layers, checked by walking the source with `ast`:
 
     errors, files, pyfile < config, config_checks < parallel < model < data < train, scaling
-        < sweep, convert, evaluate, sample, tasks < cli
+        < sweep, convert, evaluate, sample, tasks, finetune < cli
 
 A module may import its own layer or lower ones, never a higher one; scaling (the
 fitting library that notebooks import) never imports train, and no module is over
@@ -15,7 +15,8 @@ import pytest
 
 LM = Path(__file__).resolve().parents[1] / "lm"
 LAYERS = [("errors", "files", "pyfile"), ("config", "config_checks"), ("parallel",), ("model",), ("data",),
-          ("train", "scaling"), ("sweep", "convert", "evaluate", "evaluate_cli", "sample", "tasks"), ("cli",)]
+          ("train", "scaling"), ("sweep", "convert", "evaluate", "evaluate_cli", "sample", "tasks", "finetune"),
+          ("cli",)]
 RANK = {name: rank for rank, names in enumerate(LAYERS) for name in names}
 FORBIDDEN_SIDEWAYS = {("scaling", "train")}
 MAX_LINES = 400

@@ -28,13 +28,16 @@ def init_train_state(params: Any, optimizer: optax.GradientTransformation) -> Tr
 
 
 def loss_mask(batch: Batch) -> jax.Array:
-    """The positions that carry loss: every token of a segment (segment id 0 is padding)."""
+    """The positions that carry loss: every token of a segment (segment id 0 is padding), or
+    those a batch's optional `loss_mask` marks (instruction tuning: response tokens only)."""
+    if "loss_mask" in batch:
+        return batch["loss_mask"] > 0
     return batch["segment_ids"] > 0
 
 
 def batch_loss_sums(graphdef: nnx.GraphDef, params: Any, batch: Batch,
                     pipeline: Pipeline | None = None, loss_chunk: int = 0) -> dict[str, jax.Array]:
-    """Loss sums of one (micro)batch; padding (segment id 0) carries no loss.
+    """Loss sums of one (micro)batch over the positions `loss_mask` picks.
 
     `loss_chunk` > 0 computes the head and loss that many positions at a time
     (`chunked_cross_entropy_sums`), never holding the full float32 logits.
