@@ -49,6 +49,22 @@ def test_the_shift_of_each_parametrization_in_grid_steps(tmp_path):
     assert report["mup"]["shift_refined_steps"] == pytest.approx(0.0, abs=1e-9)
 
 
+def test_two_sweeps_pool_their_runs(tmp_path, capsys):
+    """A grid extended by a second sweep (one more learning rate) reads as one grid."""
+    write_results(tmp_path / "all.csv", {"sp": [0.02, 0.01, 0.005, 0.0025], "mup": [0.01] * 4})
+    rows = list(csv.reader(open(tmp_path / "all.csv")))
+    for name, keep in (("a", lambda lr: lr > LRS[0]), ("b", lambda lr: lr == LRS[0])):
+        (tmp_path / name).mkdir()
+        with open(tmp_path / name / "results.csv", "w", newline="") as f:
+            csv.writer(f).writerows([rows[0]] + [r for r in rows[1:] if keep(float(r[4]))])
+    assert main(["mup", "transfer", "--sweep", str(tmp_path / "a"), str(tmp_path / "b")]) == 0
+    report = json.loads(capsys.readouterr().out)["parametrizations"]
+    assert report["sp"]["grid_best_lr"] == [0.02, 0.01, 0.005, 0.0025]
+    only_a = transfer_report(read_sweep(tmp_path / "a" / "results.csv"))
+    assert only_a["sp"]["on_grid_edge"] == [False, False, False, True]  # 0.0025 is a's lowest rate
+    assert read_sweep([tmp_path / "a" / "results.csv", tmp_path / "b" / "results.csv"])["sp"][0].lrs == tuple(LRS)
+
+
 def test_an_optimum_on_the_grid_edge_is_flagged_and_not_extrapolated():
     curve = WidthCurve(64, tuple(LRS), tuple(loss_at(lr, 1e-4) for lr in LRS))
     assert curve.on_edge and curve.grid_best_lr == LRS[0]

@@ -3,9 +3,9 @@
 Four widths, d_model 32, 64, 128 and 256 (8x), at a fixed depth of 2 layers with 16-dim
 heads (so the head count grows with width, as in microsoft/mup's transformer examples) and
 d_ff = 8/3 d_model; each trained on the same 204,800 tokens of the built-in stdlib corpus
-(200 steps of 8 x 128) at every learning rate of 1.25e-3 to 8e-2 (factor 2), under SP and
+(200 steps of 8 x 128) at every learning rate of 6.25e-4 to 8e-2 (factor 2), under SP and
 under muP with the 32-wide model as the proxy (model.mup_base_width=32; at the proxy the two
-parametrizations are the same model). 4 widths x 7 rates x 2 = 56 runs, a constant
+parametrizations are the same model). 4 widths x 8 rates x 2 = 64 runs, a constant
 learning rate after a 20-step warmup so that the comparison is about the rate itself.
 Vocabulary 512, untied embeddings (so muP models can be exported to HF).
 
@@ -16,7 +16,7 @@ Vocabulary 512, untied embeddings (so muP models can be exported to HF).
 grid steps (factors of 2) it moves from the narrowest to the widest model.
 """
 
-LRS = [1.25e-3, 2.5e-3, 5e-3, 1e-2, 2e-2, 4e-2, 8e-2]
+LRS = [6.25e-4, 1.25e-3, 2.5e-3, 5e-3, 1e-2, 2e-2, 4e-2, 8e-2]
 # the non-embedding parameter counts of d_model 32, 64, 128, 256 at 2 layers (head_dim 16,
 # d_ff 80, 176, 336, 688): the planner finds exactly these shapes
 WIDTH_PARAMS = [23_712, 100_672, 389_760, 1_582_336]

@@ -18,7 +18,7 @@ import csv
 import dataclasses
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -57,38 +57,46 @@ class WidthCurve:
         return self.best_index in (0, len(self.lrs) - 1)
 
 
-def read_sweep(results_csv: Path, loss: str = "heldout") -> dict[str, list[WidthCurve]]:
-    """{parametrization: curves by width} from a sweep's results.csv (finished runs only)."""
+def read_sweep(results_csv: Path | Sequence[Path], loss: str = "heldout") -> dict[str, list[WidthCurve]]:
+    """{parametrization: curves by width} from a sweep's results.csv, or from several (a grid
+    extended by a second sweep); finished runs only."""
     if loss not in LOSSES:
         raise ValueError(f"--loss must be one of {', '.join(LOSSES)}; got {loss!r}")
-    path = Path(results_csv)
-    if not path.is_file():
-        raise ValueError(f"{path} does not exist; run `lm sweep run` (or `lm sweep status`) first")
-    with open(path, newline="", encoding="utf-8") as f:
-        rows = list(csv.DictReader(f))
-    wanted = [*COLUMNS.values(), LOSSES[loss]]
-    missing = [c for c in wanted if rows and c not in rows[0]]
-    if not rows or missing:
-        raise ValueError(f"{path} has no column {missing or wanted}: a width sweep tuned over "
-                         "model.parametrization and train.lr writes them")
+    paths = [Path(results_csv)] if isinstance(results_csv, (str, Path)) else [Path(p) for p in results_csv]
     points: dict[str, dict[int, dict[float, float]]] = {}
-    for line, row in enumerate(rows, start=2):
-        if row.get("status", "done") != "done" or not row[LOSSES[loss]]:
-            continue
-        try:
-            width, lr, value = int(float(row["d_model"])), float(row["hp.train.lr"]), float(row[LOSSES[loss]])
-        except ValueError:
-            raise ValueError(f"{path} line {line}: d_model, hp.train.lr and {LOSSES[loss]} must be "
-                             "numbers") from None
-        points.setdefault(row["hp.model.parametrization"], {}).setdefault(width, {})[lr] = value
+    for path in paths:
+        _read_points(path, LOSSES[loss], points)
+    where = ", ".join(str(p) for p in paths)
     curves = {}
     for p, by_width in sorted(points.items()):
         curves[p] = [WidthCurve(w, tuple(sorted(by_lr)), tuple(by_lr[lr] for lr in sorted(by_lr)))
                      for w, by_lr in sorted(by_width.items()) if len(by_lr) >= 2]
         if len(curves[p]) < 2:
-            raise ValueError(f"{path}: parametrization {p!r} has finished grids at fewer than two "
+            raise ValueError(f"{where}: parametrization {p!r} has finished grids at fewer than two "
                              "widths; nothing to compare yet")
     return curves
+
+
+def _read_points(path: Path, loss_column: str, points: dict[str, dict[int, dict[float, float]]]) -> None:
+    """Add the finished runs of the results.csv at `path` to points[parametrization][width][lr]."""
+    if not path.is_file():
+        raise ValueError(f"{path} does not exist; run `lm sweep run` (or `lm sweep status`) first")
+    with open(path, newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    wanted = [*COLUMNS.values(), loss_column]
+    missing = [c for c in wanted if rows and c not in rows[0]]
+    if not rows or missing:
+        raise ValueError(f"{path} has no column {missing or wanted}: a width sweep tuned over "
+                         "model.parametrization and train.lr writes them")
+    for line, row in enumerate(rows, start=2):
+        if row.get("status", "done") != "done" or not row[loss_column]:
+            continue
+        try:
+            width, lr, value = int(float(row["d_model"])), float(row["hp.train.lr"]), float(row[loss_column])
+        except ValueError:
+            raise ValueError(f"{path} line {line}: d_model, hp.train.lr and {loss_column} must be "
+                             "numbers") from None
+        points.setdefault(row["hp.model.parametrization"], {}).setdefault(width, {})[lr] = value
 
 
 def grid_step(curves: list[WidthCurve]) -> float:

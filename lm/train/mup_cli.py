@@ -1,7 +1,7 @@
 """`lm mup`: the coordinate check, and the learning-rate transfer of a width sweep.
 
     lm mup coord-check --config FILE --widths 64,128,256,512 [--steps K] [--seeds S] --out DIR
-    lm mup transfer --sweep DIR [--loss heldout|train] [--out DIR]
+    lm mup transfer --sweep DIR [DIR ...] [--loss heldout|train] [--out DIR]
 """
 
 from __future__ import annotations
@@ -26,7 +26,8 @@ def register(commands: Any) -> None:
     check.set_defaults(run=_coord_check)
     transfer = sub.add_parser("transfer", help="each width's best learning rate under SP and muP, "
                               "from a width sweep (experiments/sweeps/mup_transfer_cpu.py)")
-    transfer.add_argument("--sweep", required=True, help="the sweep's directory (its results.csv)")
+    transfer.add_argument("--sweep", required=True, nargs="+", help="the sweep's directory (its "
+                          "results.csv); several pool their runs (a grid extended by a second sweep)")
     transfer.add_argument("--loss", default="heldout", help="heldout (default) or train")
     transfer.add_argument("--out", help="directory for lr_transfer.json and lr_transfer.png")
     transfer.set_defaults(run=_transfer)
@@ -52,14 +53,14 @@ def _transfer(args: Any, overrides: list[str]) -> None:
     if overrides:
         raise ConfigError(f"--config.* overrides do not apply to lm mup transfer; got {overrides[0]}")
     try:
-        curves = read_sweep(Path(args.sweep) / "results.csv", args.loss)
+        curves = read_sweep([Path(d) / "results.csv" for d in args.sweep], args.loss)
     except ValueError as err:
         raise ConfigError(str(err)) from None
-    report = {"sweep": str(args.sweep), "loss": args.loss, "parametrizations": transfer_report(curves)}
+    report = {"sweeps": args.sweep, "loss": args.loss, "parametrizations": transfer_report(curves)}
     if args.out:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
         report["plot"] = str(plot_transfer(curves, out / "lr_transfer.png",
-                                           f"learning-rate transfer: {Path(args.sweep).name}"))
+                                           f"learning-rate transfer: {', '.join(Path(d).name for d in args.sweep)}"))
         write_json_atomic(report, out / "lr_transfer.json")
     print(json.dumps(report, indent=1))
