@@ -412,6 +412,7 @@ def test_a_study_of_known_law_results_backtests_the_predicted_size(tmp_path, dat
 
 # ---------------------------------------------------------------- porian_ci end to end
 
+@pytest.mark.slow  # 24 training runs and a backtest run: 2-2.5 minutes on 2 cores
 def test_porian_ci_end_to_end_and_rerun(tmp_path, data_overrides, capsys):
     workdir = tmp_path / "porian_ci"
     code, out = lm_sweep("study", "--config", str(PORIAN_CI), "--workdir", str(workdir),

@@ -68,7 +68,7 @@ def read_sweep(results_csv: Path | Sequence[Path], loss: str = "heldout") -> dic
         _read_points(path, LOSSES[loss], points)
     where = ", ".join(str(p) for p in paths)
     curves = {}
-    for p, by_width in sorted(points.items()):
+    for p, by_width in sorted(points.items(), key=lambda item: (item[0] != "sp", item[0])):  # SP first
         curves[p] = [WidthCurve(w, tuple(sorted(by_lr)), tuple(by_lr[lr] for lr in sorted(by_lr)))
                      for w, by_lr in sorted(by_width.items()) if len(by_lr) >= 2]
         if len(curves[p]) < 2:
