@@ -106,3 +106,24 @@ def run_fit(capsys, *argv) -> tuple[dict, str]:
     main(["fit", *map(str, argv)])
     captured = capsys.readouterr()
     return json.loads(captured.out), captured.err
+
+
+def lm_sweep(*argv: str) -> tuple[int, str]:
+    """Run `lm sweep ...` in-process; (exit status, stdout)."""
+    import argparse
+    import contextlib
+    import io
+
+    from lm.sweep.cli import register
+
+    parser = argparse.ArgumentParser(prog="lm")
+    register(parser.add_subparsers(dest="command", required=True))
+    overrides = [a for a in argv if a.startswith("--config.")]
+    args = parser.parse_args(["sweep", *[a for a in argv if not a.startswith("--config.")]])
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        try:
+            args.run(args, overrides)
+        except SystemExit as exit:
+            return exit.code, out.getvalue()
+    return 0, out.getvalue()

@@ -2,11 +2,9 @@
 training): the tidy task table and its numbers, resuming, the join into the results, the
 plot, bad input; where a metric jumps; and notebooks/emergence.ipynb run against it."""
 
-import argparse
 import contextlib
 import io
 import json
-import math
 import re
 from pathlib import Path
 
@@ -14,7 +12,6 @@ import pytest
 
 from lm.config import ConfigError
 from lm.data.corpus import stdlib_corpus
-from lm.sweep.cli import register
 from lm.sweep.results import read_results
 from lm.sweep.runner import RUNS_DIR, prepare, statuses
 from lm.sweep.task_table import TASK_COLUMNS, read_task_results
@@ -24,6 +21,7 @@ from lm.tasks.schema import TASKS_DIR
 from lm.train.loop import train
 from lm.train.metrics import read_metrics
 from lm.train.state import read_run_config
+from tests.helpers import lm_sweep
 
 NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "emergence.ipynb"
 RUNS = ["d16-L1", "d32-L1"]
@@ -47,20 +45,6 @@ def get_sweep():
 MC_METRICS = ["acc", "acc_norm", "acc_bytes", "logprob", "brier"]
 GEN_METRICS = ["logprob", "exact_match", "edit_distance"]
 
-
-def lm_sweep(*argv: str) -> tuple[int, str]:
-    """Run `lm sweep ...` in-process; (exit status, stdout)."""
-    parser = argparse.ArgumentParser(prog="lm")
-    register(parser.add_subparsers(dest="command", required=True))
-    overrides = [a for a in argv if a.startswith("--config.")]
-    args = parser.parse_args(["sweep", *[a for a in argv if not a.startswith("--config.")]])
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out):
-        try:
-            args.run(args, overrides)
-        except SystemExit as exit:
-            return exit.code, out.getvalue()
-    return 0, out.getvalue()
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,6 @@ data prepared once, runs in parallel, a failing run recorded while the others fi
 results and status, a rerun that skips done runs and resumes an interrupted one; and,
 with a fake trainer in a subprocess, a sweep stopped by SIGTERM or Ctrl-C and resumed."""
 
-import argparse
 import contextlib
 import fcntl
 import io
@@ -22,30 +21,16 @@ import pytest
 
 from lm.config import ConfigError, parse_override, to_json_dict
 from lm.data.corpus import stdlib_corpus
-from lm.sweep.cli import register
 from lm.sweep.grid import expand, load_sweep
 from lm.sweep.results import RESULT_COLUMNS, read_results
 from lm.sweep.runner import config_args, launch, prepare, run_status, stderr_tail
 from lm.train.metrics import read_metrics
+from tests.helpers import lm_sweep
 
 TINY_CI = Path(__file__).resolve().parents[1] / "experiments" / "sweeps" / "tiny_ci.py"
 FAILING = "C8e8-d32-L2"  # its workdir holds another run's config, so `lm train` refuses it
 INTERRUPTED = "C6e8-d32-L1"  # 17 steps, checkpoints at 15 and 17
 
-
-def lm_sweep(*argv: str) -> tuple[int, str]:
-    """Run `lm sweep ...` in-process; (exit status, stdout)."""
-    parser = argparse.ArgumentParser(prog="lm")
-    register(parser.add_subparsers(dest="command", required=True))
-    overrides = [a for a in argv if a.startswith("--config.")]
-    args = parser.parse_args(["sweep", *[a for a in argv if not a.startswith("--config.")]])
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out):
-        try:
-            args.run(args, overrides)
-        except SystemExit as exit:
-            return exit.code, out.getvalue()
-    return 0, out.getvalue()
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ from lm.sweep.grid import expand, load_sweep
 from lm.sweep.runner import config_args, run_status
 from lm.sweep.slurm import SlurmOptions, parse_signal, submit, time_seconds, write_job
 
-from tests.test_sweep_runner import lm_sweep
+from tests.helpers import lm_sweep
 
 TINY_CI = Path(__file__).resolve().parents[1] / "experiments" / "sweeps" / "tiny_ci.py"
 FAKE = """#!/bin/bash

@@ -23,7 +23,8 @@ from lm.sweep.study_file import load_study, parse_study
 from lm.sweep.study_fit import fit_step, predict, score
 from lm.sweep.tune import describe
 
-from tests.test_sweep_runner import corpus, data_overrides, lm_sweep  # noqa: F401 (fixtures)
+from tests.helpers import lm_sweep
+from tests.test_sweep_runner import corpus, data_overrides  # noqa: F401 (fixtures)
 
 ROOT = Path(__file__).resolve().parents[1]
 SWEEPS = ROOT / "experiments" / "sweeps"

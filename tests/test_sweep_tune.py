@@ -18,7 +18,8 @@ from lm.sweep.status import status_report
 
 from tests.test_sweep_grid import sweep
 from tests.test_sweep_results import log_run
-from tests.test_sweep_runner import corpus, data_overrides, lm_sweep  # noqa: F401 (fixtures)
+from tests.helpers import lm_sweep
+from tests.test_sweep_runner import corpus, data_overrides  # noqa: F401 (fixtures)
 
 TINY_TUNE_CI = Path(__file__).resolve().parents[1] / "experiments" / "sweeps" / "tiny_tune_ci.py"
 TOKENS_PER_STEP = 16 * 128  # tests.test_sweep_grid's base: batch 16 x max_seq_len 128
