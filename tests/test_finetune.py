@@ -58,7 +58,7 @@ def test_alpaca_and_chat_records_become_messages(tmp_path):
 
 
 @pytest.mark.parametrize("line, message", [
-    ('{"messages": [', ":2: malformed JSON (Expecting value at column 15)"),
+    ('{"messages": [', ":2: malformed JSON (Expecting value at column 15); fix or delete this line"),
     ({"messages": [{"content": "hi"}, {"role": "assistant", "content": "x"}]},
      ":2: messages[0] has no 'role'; give one of system, user, assistant"),
     ({"messages": [{"role": "bot", "content": "hi"}]},

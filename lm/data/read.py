@@ -201,20 +201,31 @@ def _iter_jsonl(path: Path, text_field: str) -> Iterator[Document]:
         yield from _jsonl_record(path, lineno, raw, text_field)
 
 
-def _jsonl_record(path: Path, lineno: int, raw: bytes, text_field: str) -> Iterator[Document]:
+def jsonl_object(path: Path, lineno: int, raw: bytes) -> dict | None:
+    """The JSON object on line `lineno` of `path` (`raw`, from `jsonl_lines`), or None for a
+    blank line; DataError naming `path:lineno` for invalid UTF-8, malformed JSON or a
+    non-object."""
     where = f"{path}:{lineno}"
     try:
         line = raw.decode("utf-8")
     except UnicodeDecodeError as e:
         raise DataError(f"{where}: not valid UTF-8 ({e.reason}); re-encode the file as UTF-8") from e
     if not line.strip():
-        return
-    try:
-        record = json.loads(line)
+        return None
+    try:  # without the line break, a line cut short reports its own last column, not column 1
+        record = json.loads(line.rstrip("\r\n"))
     except json.JSONDecodeError as e:
         raise DataError(f"{where}: malformed JSON ({e.msg} at column {e.colno}); fix or delete this line") from e
     if not isinstance(record, dict):
         raise DataError(f"{where}: expected a JSON object, got {type(record).__name__}")
+    return record
+
+
+def _jsonl_record(path: Path, lineno: int, raw: bytes, text_field: str) -> Iterator[Document]:
+    record = jsonl_object(path, lineno, raw)
+    if record is None:
+        return
+    where = f"{path}:{lineno}"
     text = _text_of(record, text_field, where)
     if text:
         yield Document(id=where, text=text)

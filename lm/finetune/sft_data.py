@@ -24,13 +24,12 @@ function of j, so the batch iterator's state is one index, as lm.data.loader's i
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from lm.data.read import DataError, jsonl_lines
+from lm.data.read import DataError, jsonl_lines, jsonl_object
 from lm.finetune.chat import ASSISTANT, ROLES, ChatTemplate, TextTokenizer, render
 
 FIELDS = ("inputs", "targets", "segment_ids", "positions", "loss_mask")
@@ -51,18 +50,10 @@ def read_conversations(path: Path) -> list[Conversation]:
         raise DataError(f"{path} does not exist; give --data a JSONL file of examples")
     conversations = []
     for lineno, raw in jsonl_lines(path):
-        where = f"{path}:{lineno}"
-        try:
-            line = raw.decode("utf-8")
-        except UnicodeDecodeError as err:
-            raise DataError(f"{where}: not valid UTF-8 ({err.reason}); re-encode the file as UTF-8") from err
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line.rstrip("\r\n"))
-        except json.JSONDecodeError as err:
-            raise DataError(f"{where}: malformed JSON ({err.msg} at column {err.colno})") from err
-        conversations.append(Conversation(where, conversation_messages(record, where)))
+        record = jsonl_object(path, lineno, raw)
+        if record is not None:
+            where = f"{path}:{lineno}"
+            conversations.append(Conversation(where, conversation_messages(record, where)))
     if not conversations:
         raise DataError(f"{path} holds no examples")
     return conversations

@@ -26,8 +26,6 @@ naming the field (``classifier field 'data.text_column': ...``).
 
 from __future__ import annotations
 
-import copy
-import difflib
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -38,6 +36,7 @@ from lm.config import ConfigError
 from lm.data.classify.fasttext_model import FastTextConfig
 from lm.data.classify.model import TrainConfig
 from lm.data.classify.train import BACKENDS, DEFAULT_BACKEND
+from lm.data.settings import merge_settings
 from lm.pyfile import call_python_file
 
 SUFFIX_OF_BACKEND = {"lm": ".npz", "fasttext": ".bin"}
@@ -115,25 +114,12 @@ def validate_classifier_spec(raw: dict, *, base_dir: Path) -> ClassifierSpec:
 
 
 def _merge(raw: dict, defaults: dict, where: str, suggest: list[str] | None = None) -> dict:
-    """`defaults` updated by `raw` (nested dicts merged); an unknown key names the closest known one
-    (else the closest of `suggest`)."""
-    unknown = sorted(set(raw) - set(defaults))
-    if unknown:
-        close = (difflib.get_close_matches(unknown[0], list(defaults), n=1)
-                 or difflib.get_close_matches(unknown[0], suggest or [], n=1))
-        hint = f"; did you mean {close[0]!r}?" if close else f"; known fields: {sorted(defaults)}"
-        if unknown[0] == "seed" and where:
-            hint = "; the seed is the top-level field 'seed', which seeds either backend"
-        raise ConfigError(f"classifier field {where + unknown[0]!r} is unknown{hint}")
-    merged = copy.deepcopy(defaults)
-    for key, value in raw.items():
-        if isinstance(defaults[key], dict):
-            if not isinstance(value, dict):
-                raise ConfigError(f"classifier field {where + key!r} must be a dict, got {type(value).__name__}")
-            merged[key] = _merge(value, defaults[key], f"{where}{key}.")
-        else:
-            merged[key] = copy.deepcopy(value)
-    return merged
+    """`defaults` updated by `raw` (lm.data.settings); a `seed` inside a backend's section
+    points to the top-level one."""
+    def seed_hint(key: str, at: str) -> str | None:
+        return "; the seed is the top-level field 'seed', which seeds either backend" if key == "seed" and at else None
+
+    return merge_settings(raw, defaults, kind="classifier", where=where, suggest=suggest or (), hint=seed_hint)
 
 
 def _data(raw: Any, base_dir: Path) -> dict:

@@ -26,8 +26,6 @@ glob, or ``hf:NAME[:CONFIG]``; relative paths are taken from the recipe file's f
 
 from __future__ import annotations
 
-import copy
-import difflib
 import json
 import re
 from dataclasses import dataclass
@@ -39,6 +37,7 @@ import ml_collections
 from lm.config import ConfigError, call_python_file
 from lm.data.prepare import steps as step_registry
 from lm.data.prepare.sources import FORMATS
+from lm.data.settings import merge_settings
 
 GROUP_BY = ("source", "lang", "none")
 SCORE_FILTER = "score_filter"
@@ -147,23 +146,7 @@ def validate_recipe(raw: Any, *, base_dir: Path) -> Recipe:
 
 
 def _merge_defaults(raw: dict, defaults: dict, where: str) -> dict:
-    unknown = sorted(set(raw) - set(defaults))
-    if unknown:
-        key = unknown[0]
-        close = difflib.get_close_matches(key, list(defaults), n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else f"; known fields: {sorted(defaults)}"
-        raise ConfigError(f"recipe field {where + key!r} is unknown{hint}")
-    merged = copy.deepcopy(defaults)
-    for key, value in raw.items():
-        if value is None and key in _OPTIONAL_SECTIONS:
-            merged[key] = None
-        elif isinstance(defaults[key], dict):
-            if not isinstance(value, dict):
-                raise ConfigError(f"recipe field {where + key!r} must be a dict, got {type(value).__name__}")
-            merged[key] = _merge_defaults(value, defaults[key], f"{where}{key}.")
-        else:
-            merged[key] = copy.deepcopy(value)
-    return merged
+    return merge_settings(raw, defaults, kind="recipe", where=where, nullable=_OPTIONAL_SECTIONS)
 
 
 def _check_positive_int(value: Any, field: str) -> None:
