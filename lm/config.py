@@ -183,7 +183,7 @@ def validate(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
         fail("model.head_dim", f"must be >= 0 (0 means d_model // num_heads), got {m.head_dim}")
     if head_dim(m) % 2:
         fail("model.head_dim", f"rotary embeddings need an even head_dim, got {head_dim(m)}")
-    if m.parametrization == "mup" and m.mup_base_width <= 0 or m.mup_base_width < 0:
+    if m.mup_base_width < 0 or (m.parametrization == "mup" and m.mup_base_width == 0):
         fail("model.mup_base_width", f"must be the proxy model's d_model (> 0) under muP, got "
              f"{m.mup_base_width}; tune the learning rate at that width, then widen")
     if m.mup_base_head_dim < 0:

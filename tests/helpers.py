@@ -100,6 +100,15 @@ def write_csv(path: Path, columns: dict) -> Path:
     return path
 
 
+def write_rows(path: Path, columns, rows) -> Path:
+    """A CSV with header `columns` and one line per dict in `rows` (a sweep's results.csv)."""
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(columns))
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
 def run_fit(capsys, *argv) -> tuple[dict, str]:
     """The JSON report `lm fit argv` printed, and its stderr."""
     from lm.cli import main

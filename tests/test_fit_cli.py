@@ -16,7 +16,7 @@ from lm.scaling.km_report import km_allocation
 from lm.scaling.laws import allocation_exponents, chinchilla_loss, km_loss_nd
 from lm.scaling.table import (CURVES_COLUMNS, RESULTS_COLUMNS, Points, TableError,
                               drop_highest_loss, frontier, lowest_loss_per, sweep_runs)
-from tests.helpers import write_csv
+from tests.helpers import write_csv, write_rows
 
 EPOCH_CSV = (Path(__file__).parents[1] / ".." / "shared" / "data" / "scaling"
              / "chinchilla_fig4_epoch_extraction.csv")
@@ -77,12 +77,8 @@ def write_sweep(workdir: Path, *, sigma: float = 0.002, seed: int = 0, per_budge
                   heldout_loss="")
     results.append(failed)
     workdir.mkdir(parents=True, exist_ok=True)
-    for path, columns, rows in ((workdir / "results.csv", RESULTS_COLUMNS, results),
-                                (workdir / "curves.csv", CURVES_COLUMNS, curves)):
-        with open(path, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=columns)
-            writer.writeheader()
-            writer.writerows(rows)
+    write_rows(workdir / "results.csv", RESULTS_COLUMNS, results)
+    write_rows(workdir / "curves.csv", CURVES_COLUMNS, curves)
     return workdir
 
 
@@ -482,10 +478,7 @@ def tuned_sweep(workdir: Path) -> Path:
             members.append({**row, "run": f"{row['run']}_lr{lr}", "point": row["run"],
                             "heldout_loss": value, "best": int(value == min(loss, other)),
                             "hp.train.lr": lr, "hp.train.warmup_steps": 10})
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows(members)
+    write_rows(path, columns, members)
     return workdir
 
 

@@ -3,7 +3,6 @@ effective data and parameters, recovery of R*_D from synthetic runs drawn from t
 noise (within 10%), R*_N only where the design identifies it, fixed constants from a prior
 fit, CSV and sweep inputs, and bad input."""
 
-import csv
 import json
 import warnings
 from pathlib import Path
@@ -17,7 +16,7 @@ from lm.scaling.data_constrained import (bootstrap_data_constrained, data_constr
 from lm.scaling.design import IdentifiabilityWarning
 from lm.scaling.laws import compute_optimal
 from lm.sweep.results import RESULT_COLUMNS
-from tests.helpers import write_csv, run_fit
+from tests.helpers import run_fit, write_csv, write_rows
 
 # The authors' C4 fit (huggingface/datablations README) as the synthetic truth.
 CONSTANTS = dict(E=np.exp(0.6254804), A=np.exp(6.255414), B=np.exp(7.3049974), alpha=0.3526596,
@@ -150,10 +149,7 @@ def write_epochs_sweep(workdir: Path) -> Path:
                  final_train_loss=value, point=f"r{i}", best=1, **{"hp.data.unique_tokens": u})
             for i, (n, d, u, value) in enumerate(zip(N, D, U, loss))]
     workdir.mkdir(parents=True)
-    with open(workdir / "results.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, columns)
-        writer.writeheader()
-        writer.writerows(rows)
+    write_rows(workdir / "results.csv", columns, rows)
     return workdir
 
 

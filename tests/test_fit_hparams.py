@@ -2,7 +2,6 @@
 exponents from synthetic grids, the near-optimal regions and their warnings, the CSV and sweep
 inputs, bad input, and the plans of the tuned sweep files."""
 
-import csv
 import json
 import warnings
 from pathlib import Path
@@ -15,7 +14,7 @@ from lm.scaling.design import IdentifiabilityWarning
 from lm.scaling.hparams import bootstrap_hparams, fit_hparams, near_optimal
 from lm.sweep.grid import expand, load_sweep
 from lm.sweep.results import RESULT_COLUMNS
-from tests.helpers import write_csv, run_fit
+from tests.helpers import run_fit, write_csv, write_rows
 
 SWEEPS = Path(__file__).resolve().parents[1] / "experiments" / "sweeps"
 # DeepSeek LLM (2024): eta_opt = 0.3118 C^-0.125, B_opt = 0.2920 C^0.3271, as the synthetic truth.
@@ -132,10 +131,7 @@ def write_tuned_sweep(workdir: Path, seed: int = 0) -> Path:
         rows.append(row)
     rows.append(dict(rows[0], run="failed", status="failed", heldout_loss=""))
     workdir.mkdir(parents=True)
-    with open(workdir / "results.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, columns)
-        writer.writeheader()
-        writer.writerows(rows)
+    write_rows(workdir / "results.csv", columns, rows)
     return workdir
 
 

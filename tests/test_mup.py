@@ -174,8 +174,7 @@ def test_coord_check_mup_activations_are_flat_in_width_and_sp_grow(coord_report)
     sp, mup_slopes = report["final_step_slopes"]["sp"], report["final_step_slopes"]["mup"]
     # after 2 updates, the residual stream and the logits: flat under muP, growing under SP
     # (measured: muP -0.09 and 0.09, SP 1.59 and 1.41)
-    from lm.train.coord_check import mean_abs_slope
-    assert mean_abs_slope(report, "mup", (".residual", "logits")) < 0.25
+    assert abs(mup_slopes["layer0.residual"]) + abs(mup_slopes["logits"]) < 0.5
     assert sp["layer0.residual"] > 0.7 and sp["logits"] > 0.7
     for branch in ("layer0.attn", "layer0.mlp"):  # SP's branches grow ~ width^1.2-2.3; muP's do not
         assert sp[branch] > 1.0 and mup_slopes[branch] < 0.25

@@ -44,10 +44,10 @@ from lm.parallel.rules import batch_sharding
 from lm.parallel.setup import parallelism_from_config
 from lm.parallel.sharding import use_mesh_rules
 from lm.train.checkpoint import Checkpointer
-from lm.train.loop import TrainingDiverged, check_workdir_config, global_batch
+from lm.train.loop import TrainingDiverged, check_workdir_config, checkpoint_or_stop, global_batch
 from lm.train.metrics import MetricsLogger
 from lm.train.optim import lr_schedule
-from lm.train.preemption import Preempted, StopSignal, process_all_gather
+from lm.train.preemption import StopSignal, process_all_gather
 from lm.train.state import StateLayout, read_run_config, restore_params, state_layout
 from lm.train.step import init_train_state, jit_train_step
 
@@ -209,15 +209,7 @@ def finetune(src: Path, data_path: Path, output: Path, *, config_file: str | Non
                         f"{bad_in_a_row} steps in a row (up to step {step + 1}) had a non-finite loss "
                         f"or gradient; their updates were skipped; lower train.lr")
                 step += 1
-                if (step % t.checkpoint_every == 0 or step == t.steps) and not bad_in_a_row:
-                    save(step)
-                    saved_at = step
-                if stop.agreed() and step < t.steps:
-                    if saved_at != step:
-                        save(step)
-                    checkpointer.wait()
-                    raise Preempted(stop.received or "a signal to another process", step,
-                                    str(checkpointer.directory / str(step)))
+                saved_at = checkpoint_or_stop(step, t, saved_at, bad_in_a_row, save, stop, checkpointer)
                 last_time = time.perf_counter()
         finally:
             checkpointer.close()

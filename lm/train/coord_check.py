@@ -19,7 +19,6 @@ into DIR/data, or read from `data.prepared_dir` when the config sets one.
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -129,10 +128,3 @@ def coord_check(cfg: ml_collections.ConfigDict, widths: Sequence[int], steps: in
     from lm.train.coord_check_plot import plot_coord_check
     plot_coord_check(report, out / "coord_check.png")
     return report
-
-
-def mean_abs_slope(report: dict[str, Any], parametrization: str, kinds: Sequence[str]) -> float:
-    """The mean |slope| over the activations whose name ends with one of `kinds`."""
-    slopes = [abs(v) for k, v in report["final_step_slopes"][parametrization].items()
-              if any(k.endswith(kind) for kind in kinds)]
-    return math.fsum(slopes) / len(slopes)

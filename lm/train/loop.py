@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import ml_collections
@@ -229,15 +229,7 @@ def train(cfg: ml_collections.ConfigDict, workdir: Path) -> dict[str, Any]:
                 step += 1
                 if step % t.eval_every == 0 or step == t.steps:
                     logger.log(step, evaluate(eval_step, state["params"], heldout), kind="eval")
-                if (step % t.checkpoint_every == 0 or step == t.steps) and not bad_in_a_row:
-                    save(step)
-                    saved_at = step
-                if stop.agreed() and step < t.steps:
-                    if saved_at != step:
-                        save(step)
-                    checkpointer.wait()  # synchronous: the process may be killed soon after
-                    raise Preempted(stop.received or "a signal to another process", step,
-                                    str(checkpointer.directory / str(step)))
+                saved_at = checkpoint_or_stop(step, t, saved_at, bad_in_a_row, save, stop, checkpointer)
                 last_time = time.perf_counter()  # eval and checkpoint time is not step time
         finally:
             if d.prefetch:
@@ -249,6 +241,23 @@ def train(cfg: ml_collections.ConfigDict, workdir: Path) -> dict[str, Any]:
         summary["anomalies"] = report_anomalies(workdir / METRICS_FILE)
         summary["loss_plot"] = str(plot_loss(workdir / METRICS_FILE, workdir / "loss.png"))
     return summary
+
+
+def checkpoint_or_stop(step: int, t: ml_collections.ConfigDict, saved_at: int, bad_in_a_row: int,
+                       save: Callable[[int], None], stop: StopSignal, checkpointer: Checkpointer) -> int:
+    """After step `step`: save on the checkpoint schedule (not while steps are going bad);
+    when the processes agreed to stop (a signal), make sure this step is saved, wait for the
+    save and raise Preempted. Returns the step last saved."""
+    if (step % t.checkpoint_every == 0 or step == t.steps) and not bad_in_a_row:
+        save(step)
+        saved_at = step
+    if stop.agreed() and step < t.steps:
+        if saved_at != step:
+            save(step)
+        checkpointer.wait()  # synchronous: the process may be killed soon after
+        raise Preempted(stop.received or "a signal to another process", step,
+                        str(checkpointer.directory / str(step)))
+    return saved_at
 
 
 def replicated(mesh: jax.sharding.Mesh) -> jax.sharding.NamedSharding:
